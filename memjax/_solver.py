@@ -1,0 +1,467 @@
+"""Optimal recomputation policies for backpropagation through time (pure Python and numpy, no JAX).
+
+Implements the dynamic programs of Gruslys, Munos, Danihelka, Lanctot and Graves, "Memory-Efficient
+Backpropagation Through Time" (NeurIPS 2016, arXiv:1606.03401), also known for hidden states alone as binomial
+checkpointing or "revolve" (Griewank and Walther, ACM TOMS 26(1), 2000), and Chen et al.'s sqrt(t) segments
+(arXiv:1604.06174) as a member of the same family.
+
+Cost ``C(t, m)`` is the number of forward step evaluations (the first forward pass included) needed to
+back-propagate through ``t`` steps while holding at most ``m`` units of memory, one unit being one hidden state
+(the scan carry) and one internal state (the step's VJP residuals together with the carry they resume from)
+costing ``alpha`` units. The state a sub-problem starts from counts towards its memory. The recurrences
+(paper, section 3; ``../shared/reference/bptt.md``), with ``1 <= y < t``:
+
+* store nothing:          ``t (t + 1) / 2``
+* store ``h_y`` (HSM):    ``Q_h = y + C(y, m) + C(t - y, m - 1)``
+* store ``I_y`` (ISM):    ``Q_i = y + C(y - 1, m) + C(t - y, m - alpha)``
+* BPTT-MSM:               ``C(t, m) = min(t (t + 1) / 2, min_y Q_h, min_y Q_i)``; BPTT-HSM drops ``Q_i``,
+  BPTT-ISM drops ``Q_h``; ``C(0, m) = 0`` and ``C(1, m) = 1`` for ``m >= 1``, infinite below.
+
+For hidden states alone the closed form holds (paper, eq. 3; Griewank's binomial bound): with ``r`` the
+smallest integer such that ``binom(m + r, r) >= t``, ``C_HSM(t, m) = (r + 1) t - binom(m + r, r - 1)``.
+
+Non-integer ``alpha`` is handled exactly by counting memory in *quanta*: a hidden state is ``s`` quanta and an
+internal state ``ceil(alpha * s)`` quanta for a small ``s``. Rounding is always upwards for the internal state
+and downwards for the budget, so a policy never needs more memory than it was given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Callable
+
+import numpy as np
+
+from memjax._schedule import Op, Schedule
+
+__all__ = ["KINDS", "Policy", "solve", "min_memory", "hsm_cost"]
+
+KINDS = ("msm", "hsm", "ism", "chen", "store_all", "recompute")
+_INF = 2**60  # three of these still add up without overflowing int64
+_NOTHING, _HIDDEN, _INTERNAL = 0, 1, 2
+_MAX_QUANTA_PER_UNIT = 8
+_ELEMENTS_PER_CHUNK = 1 << 20
+_FIRST_CHUNK = 8  # small first splits give a tight bound early; later chunks double
+
+# A decision for the segment (a, b] given q quanta: (what to store, split y).
+Decide = Callable[[int, int, int], "tuple[int, int]"]
+
+
+def hsm_cost(length: int, memory: int) -> int:
+    """Closed form of BPTT-HSM (binomial checkpointing), paper eq. 3 and Griewank (1992).
+
+    ``C(t, m) = (r + 1) t - binom(m + r, r - 1)`` with ``r`` the smallest integer such that
+    ``binom(m + r, r) >= t``; ``C(0, m) = 0``, ``C(1, m) = 1``, ``C(t, 1) = t (t + 1) / 2``.
+
+    Args:
+      length: number of steps ``t >= 0``.
+      memory: hidden-state slots ``m >= 1``, the slot of the starting state included.
+
+    Returns:
+      The least number of forward step evaluations, the first forward pass included.
+    """
+    t, m = int(length), int(memory)
+    if t <= 1:
+        return t
+    if m == 1:
+        return t * (t + 1) // 2
+    r, beta = _repetitions(t, m)
+    return (r + 1) * t - math.comb(m + r, r - 1)
+
+
+def _repetitions(t: int, m: int) -> tuple[int, int]:
+    """The smallest ``r`` with ``beta = binom(m + r, r) >= t`` (m >= 2), and that beta."""
+    r, beta = 0, 1
+    while beta < t:
+        r += 1
+        beta = beta * (m + r) // r
+    return r, beta
+
+
+def _hsm_split(t: int, m: int) -> int:
+    """An optimal first checkpoint ``y`` for BPTT-HSM (t >= 2, m >= 2).
+
+    Optimal splits form a range; the ends of Griewank's range are tried first and a scan settles any doubt.
+    """
+    best = hsm_cost(t, m)
+    r, _ = _repetitions(t, m)
+    candidates = (t - math.comb(m - 1 + r, r), math.comb(m + r - 1, r - 1), 1)
+    for y in candidates:
+        y = min(max(y, 1), t - 1)
+        if y + hsm_cost(y, m) + hsm_cost(t - y, m - 1) == best:
+            return y
+    for y in range(1, t):  # pragma: no cover - the candidates are proven optimal on the tested grid
+        if y + hsm_cost(y, m) + hsm_cost(t - y, m - 1) == best:
+            return y
+    raise AssertionError("no optimal split found")  # pragma: no cover
+
+
+@dataclasses.dataclass(frozen=True)
+class _Table:
+    """Costs and decisions of the generic DP for all ``t <= length`` and ``q <= quanta``."""
+
+    cost: np.ndarray  # int64 (length + 1, quanta + 1), _INF where infeasible
+    code: np.ndarray  # int8, _NOTHING / _HIDDEN / _INTERNAL
+    split: np.ndarray  # int32, the split y
+
+
+_TABLES: dict[tuple, _Table] = {}
+
+
+def _table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool) -> _Table:
+    """The DP table, from the process-wide cache when a table at least this large was already solved."""
+    key = (s, i, hidden, internal)
+    cached = _TABLES.get(key)
+    if cached is not None and cached.cost.shape[0] > length and cached.cost.shape[1] > quanta:
+        return cached
+    if cached is not None:  # grow to cover both requests, so alternating queries never solve twice
+        length = max(length, cached.cost.shape[0] - 1)
+        quanta = max(quanta, cached.cost.shape[1] - 1)
+    table = _solve_table(length, quanta, s, i, hidden, internal)
+    _TABLES[key] = table
+    return table
+
+
+def _full_quanta(t: int, s: int, i: int, internal: bool) -> int:
+    """Quanta from which C(t, q) reaches its floor: ``t`` with internal states, ``2t - 1`` without."""
+    return s + i * (t - 1) if internal else s * t
+
+
+def _solve_table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool) -> _Table:
+    """Solve the MSM recurrence (HSM / ISM when one option is disabled) bottom-up in t, vectorised over q.
+
+    Work is pruned with two exact bounds: ``C(t, q)`` equals its floor once ``q`` holds every state
+    (``_full_quanta``), and a split ``y`` costs at least ``t + y - 1``, so splits beyond the best cost found so
+    far are never evaluated.
+    """
+    cost = np.full((length + 1, quanta + 1), _INF, np.int64)
+    code = np.zeros((length + 1, quanta + 1), np.int8)
+    split = np.zeros((length + 1, quanta + 1), np.int32)
+    if quanta < s:
+        return _Table(cost, code, split)
+    cost[: min(length, 1) + 1, s:] = np.arange(min(length, 1) + 1)[:, None]
+    floor_code = _INTERNAL if internal else _HIDDEN
+    for t in range(2, length + 1):
+        full = _full_quanta(t, s, i, internal)
+        if full <= quanta:
+            cost[t, full:] = t if internal else 2 * t - 1
+            code[t, full:] = floor_code
+            split[t, full:] = 1
+        hi = min(quanta, full - 1)
+        if hi < s:
+            continue
+        best = np.full(hi - s + 1, t * (t + 1) // 2, np.int64)  # columns q = s..hi
+        best_code = np.zeros(hi - s + 1, np.int8)
+        best_split = np.zeros(hi - s + 1, np.int32)
+        y0, chunk = 1, _FIRST_CHUNK
+        while y0 < t:
+            # A split y >= y0 costs at least t + C(y0 - 1, q) (the right part needs t - y forwards at least, and
+            # C is non-decreasing in t): only columns whose best cost so far is above that bound can improve.
+            open_columns = np.flatnonzero(best > t + cost[y0 - 1, s: hi + 1])
+            if open_columns.size == 0:
+                break
+            width = int(open_columns[-1]) + 1
+            y1 = min(t, y0 + max(1, min(chunk, _ELEMENTS_PER_CHUNK // width)))
+            chunk *= 2
+            ys = np.arange(y0, y1)
+            for option, shift, left in ((_HIDDEN, s, ys), (_INTERNAL, i, ys - 1)):
+                if not (hidden if option == _HIDDEN else internal):
+                    continue
+                lo = s + shift  # the right part needs its own starting state
+                if lo > s + width - 1:
+                    continue
+                q = slice(lo, s + width)
+                values = ys[:, None] + cost[left, q] + cost[t - ys, lo - shift: s + width - shift]
+                where = values.argmin(axis=0)
+                candidate = values[where, np.arange(values.shape[1])]
+                columns = slice(lo - s, width)
+                better = candidate < best[columns]
+                best[columns] = np.where(better, candidate, best[columns])
+                best_code[columns] = np.where(better, option, best_code[columns])
+                best_split[columns] = np.where(better, ys[where], best_split[columns])
+            y0 = y1
+        cost[t, s: hi + 1] = best
+        code[t, s: hi + 1] = best_code
+        split[t, s: hi + 1] = best_split
+    return _Table(cost, code, split)
+
+
+def _quantize(alpha: float) -> tuple[int, int]:
+    """Quanta ``(s, i)`` of a hidden and an internal state: ``i / s >= alpha``, as close as a small ``s`` allows."""
+    best = None
+    for s in range(1, _MAX_QUANTA_PER_UNIT + 1):
+        i = max(1, math.ceil(alpha * s - 1e-9))
+        excess = i / s - alpha
+        if best is None or excess < best[0] - 1e-12:
+            best = (excess, s, i)
+        if excess <= 1e-9 * max(1.0, alpha):
+            break
+    return best[1], best[2]
+
+
+def _check_arguments(length, memory, alpha, kind) -> tuple[int, float, float]:
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, KINDS))}.")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+        raise ValueError(f"length must be a positive integer number of steps, got {length!r}.")
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha must be a positive number (internal / hidden state size), got {alpha!r}.")
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a positive finite number (internal / hidden state size), got {alpha}.")
+    try:
+        memory = float(memory)
+    except (TypeError, ValueError):
+        raise ValueError(f"memory must be a number of hidden-state units, got {memory!r}.")
+    if math.isnan(memory) or memory <= 0:
+        raise ValueError(f"memory must be a positive number of hidden-state units, got {memory}.")
+    return int(length), memory, alpha
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """An optimal (for its kind) recomputation policy for ``length`` steps within ``memory`` units.
+
+    Attributes:
+      kind: one of :data:`KINDS`.
+      length: number of steps ``t``.
+      memory: the budget, in units of one hidden state (an internal state costs ``alpha`` units).
+      alpha: size of an internal state over the size of a hidden state.
+      cost: forward step evaluations ``C(t, m)``, the first forward pass included; ``t`` backward steps are
+        always made and not counted.
+    """
+
+    kind: str
+    length: int
+    memory: float
+    alpha: float
+    cost: int
+    hidden_quanta: int = dataclasses.field(repr=False)
+    internal_quanta: int = dataclasses.field(repr=False)
+    budget_quanta: int = dataclasses.field(repr=False)
+    _decide: Decide = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def forwards_per_step(self) -> float:
+        """``cost / length``: 1 for standard BPTT, 2 for one extra forward pass."""
+        return self.cost / self.length
+
+    @property
+    def peak_memory(self) -> float:
+        """Most memory the policy holds at once, in hidden-state units (never more than ``memory``)."""
+        return self.schedule().peak_memory
+
+    def schedule(self) -> Schedule:
+        """The policy flattened into a static :class:`~memjax.Schedule` (built once, then cached)."""
+        return _schedule_of(self)
+
+
+@functools.lru_cache(maxsize=64)
+def _schedule_of(policy: Policy) -> Schedule:
+    return _emit(policy.length, policy.hidden_quanta, policy.internal_quanta, policy.budget_quanta, policy._decide)
+
+
+@functools.lru_cache(maxsize=256)
+def solve(length: int, memory: float, *, alpha: float = 1.0, kind: str = "msm") -> Policy:
+    """The cheapest policy of ``kind`` that back-propagates through ``length`` steps within ``memory`` units.
+
+    Args:
+      length: number of steps ``t >= 1``.
+      memory: budget in units of one hidden state, the starting state included; need not be an integer.
+      alpha: size of an internal state (residuals and the carry they resume from) over a hidden state's.
+      kind: ``"msm"`` (BPTT-MSM, optimal over hidden and internal states), ``"hsm"`` (hidden states only;
+        binomial checkpointing), ``"ism"`` (internal states only), ``"chen"`` (equal segments, Chen et al.),
+        ``"store_all"`` (standard BPTT) or ``"recompute"`` (store nothing; ``t (t + 1) / 2`` forwards).
+
+    Returns:
+      A :class:`Policy`. Results are cached: the same query never solves twice in one process.
+
+    Raises:
+      ValueError: for a bad argument, or a budget below the least that ``kind`` can work with (the message
+        gives that least budget).
+    """
+    t, m, alpha = _check_arguments(length, memory, alpha, kind)
+    if kind in ("hsm", "recompute"):
+        s, i = 1, _INF
+    else:
+        s, i = _quantize(alpha)
+    q = math.floor(m * s + 1e-9)
+    least = min_memory(t, None, alpha=alpha, kind=kind)
+    if q < round(least * s):
+        raise ValueError(
+            f"memory={m:g} units is below the least that kind={kind!r} needs for length={t} "
+            f"(alpha={alpha:g}): {least:g} units. Raise memory to at least {least:g}, or use kind='msm'.")
+
+    if kind == "recompute":
+        return Policy(kind, t, m, alpha, t * (t + 1) // 2, s, i, q, _recompute_decider)
+    if kind == "store_all":
+        return Policy(kind, t, m, alpha, t, s, i, q, _store_all_decider)
+    if kind == "hsm":
+        return Policy(kind, t, m, alpha, hsm_cost(t, q), s, i, q, _hsm_decider)
+    if kind == "chen":
+        segment, cost = _chen_segment(t, q, s, i)
+        return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_chen_decide, t, segment))
+    internal_only = kind == "ism"
+    q_table = min(q, _full_quanta(t, s, i, True))
+    table = _table(t, q_table, s, i, hidden=not internal_only, internal=True)
+    cost = int(table.cost[t, q_table])
+    return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_table_decide, table))
+
+
+def _table_decide(table: _Table, a: int, b: int, q: int) -> tuple[int, int]:
+    q = min(q, table.cost.shape[1] - 1)
+    return int(table.code[b - a, q]), int(table.split[b - a, q])
+
+
+def _hsm_decider(a: int, b: int, q: int) -> tuple[int, int]:
+    t = b - a
+    if q <= 1:
+        return _NOTHING, 0
+    return _HIDDEN, _hsm_split(t, min(q, t))
+
+
+def _recompute_decider(a: int, b: int, q: int) -> tuple[int, int]:
+    return _NOTHING, 0
+
+
+def _store_all_decider(a: int, b: int, q: int) -> tuple[int, int]:
+    return _INTERNAL, 1
+
+
+def _chen_memory(t: int, segment: np.ndarray, s: int, i: int) -> np.ndarray:
+    """Peak quanta of Chen's scheme with segments of ``segment`` steps (the last one possibly shorter)."""
+    count = -(-t // segment)
+    last = t - (count - 1) * segment
+    first_sweep = count * s + (last - 1) * i
+    later = np.where(count > 1, (count - 1) * s + (segment - 1) * i, 0)
+    return np.maximum(first_sweep, later)
+
+
+def _chen_segment(t: int, q: int, s: int, i: int) -> tuple[int, int]:
+    """The segment length with the fewest forwards (``2t - last segment``) that fits ``q`` quanta."""
+    segment = np.arange(1, t + 1)
+    last = t - (-(-t // segment) - 1) * segment
+    cost = 2 * t - last
+    feasible = _chen_memory(t, segment, s, i) <= q
+    cost = np.where(feasible, cost, _INF)
+    best = int(np.argmin(cost))  # ties: the shortest segment, i.e. the least stored internal states
+    return int(segment[best]), int(cost[best])
+
+
+def _chen_decide(t: int, segment: int, a: int, b: int, q: int) -> tuple[int, int]:
+    last_start = (-(-t // segment) - 1) * segment
+    if b == t and a < last_start:
+        return _HIDDEN, segment  # a checkpoint at the next segment boundary
+    return _INTERNAL, 1  # inside a segment: store every internal state
+
+
+def min_memory(length: int, max_cost: int | None = None, *, alpha: float = 1.0, kind: str = "msm") -> float:
+    """The least memory, in hidden-state units, for which ``kind`` needs at most ``max_cost`` forward evaluations.
+
+    ``max_cost = 2 * length`` asks for at most one extra forward pass; ``None`` asks for the least memory with
+    which ``kind`` works at all (one unit for the starting state, except for ``store_all`` and ``chen``).
+
+    Raises:
+      ValueError: if no memory suffices (``max_cost < length`` for any kind; below ``2 length - 1`` for HSM).
+    """
+    t, _, alpha = _check_arguments(length, 1.0, alpha, kind)
+    if kind in ("hsm", "recompute"):
+        s, i = 1, _INF
+    else:
+        s, i = _quantize(alpha)
+    floor_cost = {"hsm": 2 * t - 1 if t > 1 else t, "recompute": t * (t + 1) // 2}.get(kind, t)
+    if kind == "chen":
+        floor_cost = t
+    if max_cost is None:
+        max_cost = _INF
+    if max_cost < floor_cost:
+        raise ValueError(f"max_cost={max_cost} is below the least possible cost {floor_cost} of kind={kind!r} "
+                         f"for length={t}.")
+    if kind == "recompute":
+        return 1.0
+    if kind == "store_all":
+        return (s + i * (t - 1)) / s
+    if kind == "chen":
+        segment = np.arange(1, t + 1)
+        cost = 2 * t - (t - (-(-t // segment) - 1) * segment)
+        return float(np.min(np.where(cost <= max_cost, _chen_memory(t, segment, s, i), _INF))) / s
+    if kind == "hsm":
+        lo, hi = 1, max(t, 1)
+        while lo < hi:  # hsm_cost is non-increasing in m
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if hsm_cost(t, mid) <= max_cost else (mid + 1, hi)
+        return float(lo)
+    if max_cost >= t * (t + 1) // 2:
+        return 1.0
+    full = _full_quanta(t, s, i, True)
+    quanta = min(full, 16 * s)
+    while True:  # the table's cost grows with its width: double it until the answer is inside
+        table = _table(t, quanta, s, i, hidden=kind == "msm", internal=True)
+        row = table.cost[t, : quanta + 1]
+        if row[quanta] <= max_cost:
+            return float(np.flatnonzero(row <= max_cost)[0]) / s
+        quanta = min(full, 2 * quanta)
+
+
+def _emit(t: int, s: int, i: int, budget: int, decide: Decide) -> Schedule:
+    """Flatten a policy's recursion (the ``BP`` procedure of the reference) into a :class:`Schedule`.
+
+    Runs iteratively with an explicit task stack, so the depth of the recursion is not limited by Python's.
+    """
+    rows: list[tuple[int, int, int, int]] = []
+    register = 0
+    top = 0  # quanta in use on the stack (the initial state lives outside it)
+    tasks: list[tuple] = [("bp", 0, t, budget, Op.RESTORE_HIDDEN, -1)]
+    while tasks:
+        task = tasks.pop()
+        if task[0] == "free":
+            _, offset, size = task
+            rows.append((Op.FREE, 0, size, offset))
+            top -= size
+            continue
+        if task[0] == "backward_stored":
+            _, position, offset = task
+            rows.append((Op.BACKWARD_STORED, position, position, offset))
+            continue
+        _, a, b, q, restore, source = task
+        n = b - a
+        if n == 0:
+            continue
+
+        def at(position, start=a, restore=restore, source=source):
+            nonlocal register
+            if register != start:
+                rows.append((restore, start, start, source))
+            if position > start:
+                rows.append((Op.ADVANCE, start, position, -1))
+            register = position
+
+        if n == 1:
+            at(a)
+            rows.append((Op.BACKWARD, a, a + 1, -1))
+            register = None
+            continue
+        option, y = decide(a, b, q)
+        if option == _HIDDEN:
+            at(a + y)
+            rows.append((Op.SAVE_HIDDEN, a + y, a + y, top))
+            tasks += [("bp", a, a + y, q, restore, source), ("free", top, s),
+                      ("bp", a + y, b, q - s, Op.RESTORE_HIDDEN, top)]
+            top += s
+        elif option == _INTERNAL and y < n:
+            at(a + y - 1)
+            rows.append((Op.SAVE_INTERNAL, a + y - 1, a + y, top))
+            register = a + y
+            tasks += [("bp", a, a + y - 1, q, restore, source), ("free", top, i),
+                      ("backward_stored", a + y, top), ("bp", a + y, b, q - i, Op.RESTORE_INTERNAL, top)]
+            top += i
+        else:  # store nothing: re-advance from the start for every step, last step first
+            for k in range(b, a, -1):
+                at(k - 1)
+                rows.append((Op.BACKWARD, k - 1, k, -1))
+                register = None
+    op, start, stop, offset = (np.array(column, dtype=np.int32) for column in zip(*rows))
+    return Schedule(t, op, start, stop, offset, s, i)
