@@ -1,0 +1,94 @@
+"""Sizes measured from the step function itself: the carry, one step's VJP residuals, and which residuals vary.
+
+The internal state ``I_k`` of the paper is, in JAX, the residuals of ``jax.vjp`` of one step: the leaves of the
+pullback, which is a pytree. Some of them do not depend on the step's inputs at all (closed-over parameters,
+constants, values computed from parameters only); those are *invariant*: memjax keeps one copy of them instead
+of one per stored step. Which leaves vary is found by a dependency analysis of the traced residual computation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.extend.core as jex
+import numpy as np
+
+__all__ = ["StepSizes", "measure_step", "tree_bytes"]
+
+
+def tree_bytes(tree) -> int:
+    """Bytes of all array leaves of ``tree`` (arrays or ``jax.ShapeDtypeStruct``)."""
+    return int(sum(np.prod(leaf.shape, dtype=np.int64) * np.dtype(leaf.dtype).itemsize
+                   for leaf in jax.tree_util.tree_leaves(tree)))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSizes:
+    """What one step stores, in bytes.
+
+    Attributes:
+      carry_bytes: one hidden state ``h_k`` (the scan carry).
+      residual_bytes: the residuals of one step's VJP that depend on the step's inputs.
+      invariant_bytes: residuals that do not (stored once, not per step).
+      internal_bytes: one stored internal state: ``residual_bytes + carry_bytes`` (the carry is kept with the
+        residuals so that the forward sweep can resume from it).
+      pullback_tree: tree structure of the pullback returned by ``jax.vjp``.
+      residual_avals: shapes and dtypes of all residual leaves, in pullback order.
+      varies: for each residual leaf, whether it depends on the step's carry or input.
+    """
+
+    carry_bytes: int
+    residual_bytes: int
+    invariant_bytes: int
+    pullback_tree: Any = dataclasses.field(repr=False)
+    residual_avals: tuple = dataclasses.field(repr=False)
+    varies: tuple = dataclasses.field(repr=False)
+
+    @property
+    def internal_bytes(self) -> int:
+        return self.residual_bytes + self.carry_bytes
+
+    @property
+    def alpha(self) -> float:
+        """Size of an internal state in units of one hidden state (the paper's alpha)."""
+        return self.internal_bytes / max(self.carry_bytes, 1)
+
+
+def measure_step(step: Callable, consts, carry, x) -> StepSizes:
+    """Measure ``step(consts, carry, x) -> (carry, y)`` without running it.
+
+    Args:
+      step: the closure-converted step; differentiated with respect to all three arguments.
+      consts, carry, x: example arguments (arrays, tracers or ``jax.ShapeDtypeStruct``).
+    """
+
+    def residuals(consts, carry, x):
+        _, pullback = jax.vjp(step, consts, carry, x)
+        return pullback
+
+    pullback = jax.eval_shape(residuals, consts, carry, x)
+    leaves, tree = jax.tree_util.tree_flatten(pullback)
+    varies = _depends_on_inputs(
+        lambda c, h, z: jax.tree_util.tree_leaves(residuals(c, h, z)), consts, carry, x)
+    variant = [leaf for leaf, v in zip(leaves, varies) if v]
+    invariant = [leaf for leaf, v in zip(leaves, varies) if not v]
+    return StepSizes(tree_bytes(carry), tree_bytes(variant), tree_bytes(invariant), tree,
+                     tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves), tuple(varies))
+
+
+def _depends_on_inputs(fn: Callable, consts, carry, x) -> list[bool]:
+    """For each output leaf of ``fn(consts, carry, x)``: does it depend on ``carry`` or ``x``?
+
+    A forward dependency analysis over the traced jaxpr; an equation with any dependent input makes all its
+    outputs dependent (conservative for equations with sub-jaxprs).
+    """
+    closed = jax.make_jaxpr(fn)(consts, carry, x)
+    jaxpr = closed.jaxpr
+    n_consts = len(jax.tree_util.tree_leaves(consts))
+    dependent = set(jaxpr.invars[n_consts:])
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, jex.Literal) and v in dependent for v in eqn.invars):
+            dependent.update(eqn.outvars)
+    return [not isinstance(v, jex.Literal) and v in dependent for v in jaxpr.outvars]
