@@ -1,4 +1,33 @@
-"""memjax: memory-efficient backpropagation through time for JAX."""
+"""memjax: memory-efficient backpropagation through time for JAX.
+
+Replace ``jax.lax.scan`` with :func:`memjax.scan` and name a memory budget: values and gradients stay the same,
+while the backward pass stores at most the budget and recomputes the least that the optimal policy of
+Gruslys et al. (NeurIPS 2016) requires.
+"""
+
+from memjax._budget import format_bytes, parse_budget
+from memjax._explain import Explanation, explain
+from memjax._scan import ScanPlan, plan_scan, scan
 from memjax._schedule import Op, Schedule, ScheduleError, simulate
 from memjax._solver import KINDS, Policy, hsm_cost, min_memory, solve
-from memjax._scan import ScanPlan, plan_scan, scan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KINDS",
+    "Explanation",
+    "Op",
+    "Policy",
+    "ScanPlan",
+    "Schedule",
+    "ScheduleError",
+    "explain",
+    "format_bytes",
+    "hsm_cost",
+    "min_memory",
+    "parse_budget",
+    "plan_scan",
+    "scan",
+    "simulate",
+    "solve",
+]

@@ -36,8 +36,9 @@ from memjax._solver import KINDS, Policy, min_memory, solve
 
 __all__ = ["scan", "plan_scan", "ScanPlan"]
 
-_BRANCHES = (Op.ADVANCE, Op.SAVE_HIDDEN, Op.SAVE_INTERNAL, Op.RESTORE_HIDDEN, Op.RESTORE_INTERNAL, Op.BACKWARD,
-             Op.BACKWARD_STORED)
+# Branches of the backward sweep's lax.switch; restoring the initial carry gets a branch of its own.
+_ADVANCE, _SAVE_HIDDEN, _SAVE_INTERNAL, _RESTORE_INIT, _RESTORE_HIDDEN, _RESTORE_INTERNAL, _BACKWARD, \
+    _BACKWARD_STORED = range(8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,21 +258,102 @@ def _zero_cotangent(aval):
     return np.zeros(aval.shape, jax.dtypes.float0)
 
 
+def _avals(tree) -> list:
+    return [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in jax.tree_util.tree_leaves(tree)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tables:
+    """The schedule as integer tables for the executor (byte offsets; ``scratch`` takes writes of no interest).
+
+    Primal sweep, one entry per step ``k = 1..t``: ``save_hidden[k-1]`` is where ``h_{k-1}`` goes before step
+    ``k``, ``save_internal[k-1]`` where ``I_k`` goes. Backward sweep, one row per action after the first
+    backward step: the branch, positions ``a`` and ``b``, where to read a hidden and an internal item, where
+    to write them, and the step whose input cotangent the row writes.
+    """
+
+    save_hidden: np.ndarray
+    save_internal: np.ndarray
+    branch: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    read_hidden: np.ndarray
+    read_internal: np.ndarray
+    write_hidden: np.ndarray
+    write_internal: np.ndarray
+    cotangent_step: np.ndarray
+
+
+def _compile_tables(schedule: Schedule, quantum: int, scratch: int) -> _Tables:
+    t = schedule.length
+    first = schedule.first_backward
+    save_hidden = np.full(t, scratch, np.int32)
+    save_internal = np.full(t, scratch, np.int32)
+    position = 0
+    for op, a, b, off in zip(schedule.op[:first], schedule.start[:first], schedule.stop[:first],
+                             schedule.offset[:first]):
+        if op == Op.ADVANCE:
+            position = b
+        elif op == Op.SAVE_HIDDEN:
+            save_hidden[a] = off * quantum
+        elif op == Op.SAVE_INTERNAL:
+            save_internal[a] = off * quantum
+            position = a + 1
+    if position != t - 1 or (schedule.op[first], schedule.start[first]) != (Op.BACKWARD, t - 1):
+        raise AssertionError("the schedule's first sweep must end by back-propagating the last step")  # pragma: no cover
+
+    rows = []
+    pending = t - 1  # the next step to back-propagate
+    for op, a, b, off in zip(schedule.op[first + 1:], schedule.start[first + 1:], schedule.stop[first + 1:],
+                             schedule.offset[first + 1:]):
+        byte = int(off) * quantum
+        read_h = read_i = write_h = write_i = scratch
+        step = pending
+        if op == Op.FREE:
+            continue
+        if op == Op.ADVANCE:
+            branch = _ADVANCE
+        elif op == Op.SAVE_HIDDEN:
+            branch, write_h = _SAVE_HIDDEN, byte
+        elif op == Op.SAVE_INTERNAL:
+            branch, write_i = _SAVE_INTERNAL, byte
+        elif op == Op.RESTORE_HIDDEN and off < 0:
+            branch = _RESTORE_INIT
+        elif op == Op.RESTORE_HIDDEN:
+            branch, read_h = _RESTORE_HIDDEN, byte
+        elif op == Op.RESTORE_INTERNAL:
+            branch, read_i = _RESTORE_INTERNAL, byte
+        elif op == Op.BACKWARD:
+            branch, step = _BACKWARD, a + 1
+            pending -= 1
+        else:
+            branch, read_i, step = _BACKWARD_STORED, byte, a
+            pending -= 1
+        rows.append((branch, a, b, read_h, read_i, write_h, write_i, step))
+    columns = [np.array(c, np.int32) for c in zip(*rows)] if rows else [np.zeros(0, np.int32)] * 8
+    return _Tables(save_hidden, save_internal, *columns)
+
+
 class _Runner:
-    """The custom-VJP executor of one planned scan."""
+    """The custom-VJP executor of one planned scan.
+
+    Large buffers (the pool, the input-cotangent buffers, the parameter-cotangent accumulators) never pass
+    through ``lax.cond``/``lax.switch``: branches compute small values (carries, items to write, cotangents)
+    and every row then writes unconditionally, rows with nothing to write aiming at a scratch area at the end
+    of the pool. This keeps XLA's updates in place.
+    """
 
     def __init__(self, step, plan: ScanPlan, reverse: bool, unroll):
         self.step = step
         self.plan = plan
         self.reverse = reverse
         self.unroll = unroll
-        schedule = plan.schedule
         sizes = plan.sizes
         self.varies = sizes.varies
-        variant_avals = [a for a, v in zip(sizes.residual_avals, sizes.varies) if v]
-        self.residual_layout = Layout(variant_avals)
-        self.pool_bytes = schedule.stack_quanta * plan.quantum_bytes
-        self._tables(schedule)
+        self.residual_layout = Layout([a for a, v in zip(sizes.residual_avals, sizes.varies) if v])
+        self.stack_bytes = plan.schedule.stack_quanta * plan.quantum_bytes
+        self.scratch_bytes = max(sizes.carry_bytes, sizes.internal_bytes)
+        self.tables = _compile_tables(plan.schedule, plan.quantum_bytes, self.stack_bytes)
 
         @jax.custom_vjp
         def run(consts, init, xs):
@@ -284,44 +366,13 @@ class _Runner:
     def __call__(self, consts, init, xs):
         return self.run(consts, init, xs)
 
-    # -- tables --------------------------------------------------------------------------------------------
-    def _tables(self, schedule: Schedule):
-        t, quantum = self.plan.length, self.plan.quantum_bytes
-        first = schedule.first_backward
-        hidden_at = np.full(t, -1, np.int32)  # byte offset where h_k is saved during the primal sweep
-        internal_at = np.full(t, -1, np.int32)  # byte offset where I_k is saved (index k - 1)
-        position = 0
-        for op, a, b, off in zip(schedule.op[:first], schedule.start[:first], schedule.stop[:first],
-                                 schedule.offset[:first]):
-            if op == Op.ADVANCE:
-                position = b
-            elif op == Op.SAVE_HIDDEN:
-                hidden_at[a] = off * quantum
-            elif op == Op.SAVE_INTERNAL:
-                internal_at[a] = off * quantum
-                position = a + 1
-        last = (schedule.op[first], schedule.start[first])
-        if position != t - 1 or last != (Op.BACKWARD, t - 1):  # pragma: no cover - guaranteed by the solver
-            raise AssertionError("the schedule's first sweep does not end with the last step")
-        self.hidden_at, self.internal_at = hidden_at, internal_at
-        rest = slice(first + 1, None)
-        keep = schedule.op[rest] != Op.FREE
-        ops = schedule.op[rest][keep]
-        self.ops = np.searchsorted(np.array(_BRANCHES), ops).astype(np.int32)
-        self.starts = schedule.start[rest][keep]
-        self.stops = schedule.stop[rest][keep]
-        offsets = schedule.offset[rest][keep]
-        self.offsets = np.where(offsets < 0, -1, offsets * quantum).astype(np.int32)
-
     # -- helpers -------------------------------------------------------------------------------------------
     def _xs_index(self, k):
         """Index into xs of step k (1-based)."""
         return self.plan.length - k if self.reverse else k - 1
 
     def _split(self, leaves):
-        variant = [leaf for leaf, v in zip(leaves, self.varies) if v]
-        invariant = [leaf for leaf, v in zip(leaves, self.varies) if not v]
-        return variant, invariant
+        return [leaf for leaf, v in zip(leaves, self.varies) if v]
 
     def _merge(self, variant, invariant):
         variant, invariant = iter(variant), iter(invariant)
@@ -339,41 +390,37 @@ class _Runner:
 
     # -- forward -------------------------------------------------------------------------------------------
     def _forward(self, consts, init, xs):
-        t = self.plan.length
-        carry_layout = Layout(jax.tree_util.tree_leaves(init))
-        residual_layout = self.residual_layout
-        pool = jnp.zeros((self.pool_bytes,), jnp.uint8)
+        t, tables = self.plan.length, self.tables
+        carry_layout = Layout(_avals(init))
+        item_layout = Layout(self.residual_layout.avals + carry_layout.avals)
+        pool = jnp.zeros((self.stack_bytes + self.scratch_bytes,), jnp.uint8)
 
         def body(state, inputs):
             carry, pool = state
-            x, hidden_at, internal_at = inputs
-            pool = jax.lax.cond(hidden_at >= 0,
-                                lambda p: carry_layout.store(p, jax.tree_util.tree_leaves(carry), hidden_at),
-                                lambda p: p, pool)
+            x, save_hidden, save_internal = inputs
+            pool = carry_layout.store(pool, jax.tree_util.tree_leaves(carry), save_hidden)
 
-            def plain(carry, pool):
+            def plain(carry):
                 new, y = self._step(consts, carry, x)
-                return new, y, pool
+                return new, y, [jnp.zeros(a.shape, a.dtype) for a in self.residual_layout.avals]
 
-            def saving(carry, pool):
+            def saving(carry):
                 new, y, leaves = self._vjp(consts, carry, x)
-                variant, _ = self._split(leaves)
-                data = variant + jax.tree_util.tree_leaves(new)
-                return new, y, Layout(residual_layout.avals + carry_layout.avals).store(pool, data, internal_at)
+                return new, y, self._split(leaves)
 
-            new, y, pool = jax.lax.cond(internal_at >= 0, saving, plain, carry, pool)
+            new, y, variant = jax.lax.cond(save_internal != self.stack_bytes, saving, plain, carry)
+            pool = item_layout.store(pool, variant + jax.tree_util.tree_leaves(new), save_internal)
             return (new, pool), y
 
-        # Steps 1..t-1 in a scan, then step t under jax.vjp (its residuals start the backward sweep).
+        # Steps 1..t-1 in a scan, then step t under jax.vjp: its residuals start the backward sweep.
         body_xs = jax.tree_util.tree_map(lambda a: a[1:] if self.reverse else a[:-1], xs)
         last_x = jax.tree_util.tree_map(lambda a: a[0] if self.reverse else a[-1], xs)
-        hidden_at, internal_at = self.hidden_at[: t - 1], self.internal_at[: t - 1]
+        save_hidden, save_internal = tables.save_hidden[: t - 1], tables.save_internal[: t - 1]
         if self.reverse:
-            hidden_at, internal_at = hidden_at[::-1], internal_at[::-1]
-        (carry, pool), ys = jax.lax.scan(body, (init, pool), (body_xs, hidden_at, internal_at), t - 1,
+            save_hidden, save_internal = save_hidden[::-1], save_internal[::-1]
+        (carry, pool), ys = jax.lax.scan(body, (init, pool), (body_xs, save_hidden, save_internal), t - 1,
                                          reverse=self.reverse, unroll=self.unroll)
-        if self.hidden_at[t - 1] >= 0:
-            pool = carry_layout.store(pool, jax.tree_util.tree_leaves(carry), int(self.hidden_at[t - 1]))
+        pool = carry_layout.store(pool, jax.tree_util.tree_leaves(carry), int(tables.save_hidden[t - 1]))
         final, y_last, leaves = self._vjp(consts, carry, last_x)
         join = (lambda rest, y: jnp.concatenate([y[None], rest])) if self.reverse else (
             lambda rest, y: jnp.concatenate([rest, y[None]]))
@@ -384,14 +431,13 @@ class _Runner:
     def _backward(self, residuals, cotangents):
         consts, init, xs, pool, last_leaves = residuals
         ct_final, ct_ys = cotangents
-        t = self.plan.length
-        _, invariant = self._split(last_leaves)
-        carry_avals = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(
-            a.shape, a.dtype), init))
+        t, tables = self.plan.length, self.tables
+        invariant = [leaf for leaf, v in zip(last_leaves, self.varies) if not v]
+        carry_avals, const_avals = _avals(init), _avals(consts)
         carry_tree = jax.tree_util.tree_structure(init)
         carry_layout = Layout(carry_avals)
         residual_layout = self.residual_layout
-        const_avals = [jax.ShapeDtypeStruct(jnp.shape(c), jnp.result_type(c)) for c in consts]
+        item_layout = Layout(residual_layout.avals + carry_layout.avals)
         x_leaves, x_tree = jax.tree_util.tree_flatten(xs)
         x_avals = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in x_leaves]
         y_leaves, y_tree = jax.tree_util.tree_flatten(ct_ys)
@@ -414,78 +460,90 @@ class _Runner:
             it = iter(float_leaves)
             return [next(it) if _is_float(aval) else _zero_cotangent(aval) for aval in avals]
 
-        def pull(pullback, g, k):
-            """Back-propagate step k: returns (g_{k-1}, const cotangents, x cotangent) as float leaves."""
-            ct_out = (jax.tree_util.tree_unflatten(carry_tree, with_zeros(g, carry_avals)), ct_y_at(k))
-            ct_consts, ct_carry, ct_x = pullback(ct_out)
+        def carry_of(leaves):
+            return jax.tree_util.tree_unflatten(carry_tree, leaves)
+
+        def pull(leaves, g, k):
+            """Back-propagate step k: float cotangents of (h_{k-1}, closed-over arrays, x_k)."""
+            ct_out = (carry_of(with_zeros(g, carry_avals)), ct_y_at(k))
+            ct_consts, ct_carry, ct_x = self._pullback(leaves)(ct_out)
             return (floats(jax.tree_util.tree_leaves(ct_carry), carry_avals),
                     floats(jax.tree_util.tree_leaves(ct_consts), const_avals),
                     floats(jax.tree_util.tree_leaves(ct_x), x_avals))
 
-        def accumulate(state, k, g, ct_consts, ct_x):
-            register, pool, _, acc, buffers = state
-            acc = [a + b for a, b in zip(acc, ct_consts)]
-            index = self._xs_index(k)
-            buffers = [jax.lax.dynamic_update_index_in_dim(buf, v.astype(buf.dtype), index, 0)
-                       for buf, v in zip(buffers, ct_x)]
-            return register, pool, g, acc, buffers
+        float_consts = floats(const_avals, const_avals)
+        float_xs = floats(x_avals, x_avals)
+        no_consts = [jnp.zeros(a.shape, a.dtype) for a in float_consts]
+        no_x = [jnp.zeros(a.shape, a.dtype) for a in float_xs]
 
-        # Step t, from the residuals kept by the primal sweep.
-        g = floats(jax.tree_util.tree_leaves(ct_final), carry_avals)
-        g, ct_consts, ct_x = pull(self._pullback(last_leaves), g, t)
-        buffers = [jnp.zeros((t, *aval.shape), aval.dtype) for aval in floats(x_avals, x_avals)]
-        state = accumulate((init, pool, g, [jnp.zeros_like(c) for c in ct_consts], buffers), t, g, ct_consts, ct_x)
+        # Each branch maps (register, g, read hidden, read item, a, b) to
+        # (register, g, hidden to write, item to write, const cotangents, x cotangent).
+        def advance(register, g, hidden, item, a, b):
+            register = jax.lax.fori_loop(a, b, lambda k, c: self._step(consts, c, x_at(k + 1))[0], register)
+            return register, g, hidden, item, no_consts, no_x
 
-        def carry_of(leaves):
-            return jax.tree_util.tree_unflatten(carry_tree, leaves)
+        def save_hidden(register, g, hidden, item, a, b):
+            return register, g, jax.tree_util.tree_leaves(register), item, no_consts, no_x
 
-        def advance(state, a, b, off):
-            register = jax.lax.fori_loop(a, b, lambda k, c: self._step(consts, c, x_at(k + 1))[0], state[0])
-            return (register, *state[1:])
+        def save_internal(register, g, hidden, item, a, b):
+            new, _, leaves = self._vjp(consts, register, x_at(a + 1))
+            return new, g, hidden, self._split(leaves) + jax.tree_util.tree_leaves(new), no_consts, no_x
 
-        def save_hidden(state, a, b, off):
-            return (state[0], carry_layout.store(state[1], jax.tree_util.tree_leaves(state[0]), off), *state[2:])
+        def restore_init(register, g, hidden, item, a, b):
+            return init, g, hidden, item, no_consts, no_x
 
-        def save_internal(state, a, b, off):
-            new, _, leaves = self._vjp(consts, state[0], x_at(a + 1))
-            variant, _ = self._split(leaves)
-            data = variant + jax.tree_util.tree_leaves(new)
-            pool = Layout(residual_layout.avals + carry_layout.avals).store(state[1], data, off)
-            return (new, pool, *state[2:])
+        def restore_hidden(register, g, hidden, item, a, b):
+            return carry_of(hidden), g, hidden, item, no_consts, no_x
 
-        def restore_hidden(state, a, b, off):
-            stored = carry_layout.load(state[1], jnp.maximum(off, 0))
-            leaves = [jnp.where(off < 0, first, saved)
-                      for first, saved in zip(jax.tree_util.tree_leaves(init), stored)]
-            return (carry_of(leaves), *state[1:])
+        def restore_internal(register, g, hidden, item, a, b):
+            return carry_of(item[len(residual_layout.avals):]), g, hidden, item, no_consts, no_x
 
-        def restore_internal(state, a, b, off):
-            leaves = carry_layout.load(state[1], off + residual_layout.nbytes)
-            return (carry_of(leaves), *state[1:])
+        def backward(register, g, hidden, item, a, b):
+            _, _, leaves = self._vjp(consts, register, x_at(a + 1))
+            g, ct_consts, ct_x = pull(leaves, g, a + 1)
+            return register, g, hidden, item, ct_consts, ct_x
 
-        def backward(state, a, b, off):
-            _, _, leaves = self._vjp(consts, state[0], x_at(a + 1))
-            g, ct_consts, ct_x = pull(self._pullback(leaves), state[2], a + 1)
-            return accumulate(state, a + 1, g, ct_consts, ct_x)
+        def backward_stored(register, g, hidden, item, a, b):
+            variant = item[: len(residual_layout.avals)]
+            g, ct_consts, ct_x = pull(self._merge(variant, invariant), g, a)
+            return register, g, hidden, item, ct_consts, ct_x
 
-        def backward_stored(state, a, b, off):
-            variant = residual_layout.load(state[1], off)
-            g, ct_consts, ct_x = pull(self._pullback(self._merge(variant, invariant)), state[2], a)
-            return accumulate(state, a, g, ct_consts, ct_x)
-
-        branches = [advance, save_hidden, save_internal, restore_hidden, restore_internal, backward,
+        branches = [advance, save_hidden, save_internal, restore_init, restore_hidden, restore_internal, backward,
                     backward_stored]
 
         def row(state, action):
-            op, a, b, off = action
-            return jax.lax.switch(op, branches, state, a, b, off), None
+            register, pool, g, acc, buffers = state
+            branch, a, b, read_h, read_i, write_h, write_i, step = action
+            index = self._xs_index(step)
+            # Reads are conditional (the pool is only read there); writes are not (rows that save nothing
+            # write to the scratch area), so the pool is updated in place.
+            hidden = jax.lax.cond(read_h != self.stack_bytes, carry_layout.load,
+                                  lambda p, o: [jnp.zeros(a.shape, a.dtype) for a in carry_layout.avals], pool,
+                                  read_h)
+            item = jax.lax.cond(read_i != self.stack_bytes, item_layout.load,
+                                lambda p, o: [jnp.zeros(a.shape, a.dtype) for a in item_layout.avals], pool, read_i)
+            register, g, hidden, item, ct_consts, ct_x = jax.lax.switch(
+                branch, branches, register, g, hidden, item, a, b)
+            pool = carry_layout.store(pool, hidden, write_h)
+            pool = item_layout.store(pool, item, write_i)
+            acc = [x + y for x, y in zip(acc, ct_consts)]
+            buffers = [jax.lax.dynamic_update_index_in_dim(buf, v.astype(buf.dtype), index, 0)
+                       for buf, v in zip(buffers, ct_x)]
+            return (register, pool, g, acc, buffers), None
 
-        if len(self.ops):
-            state, _ = jax.lax.scan(row, state, (self.ops, self.starts, self.stops, self.offsets))
-        _, _, g, ct_consts, buffers = state
-        ct_init = carry_of(with_zeros(g, carry_avals))
-        ct_consts = with_zeros(ct_consts, const_avals)
+        # Step t, from the residuals kept by the primal sweep; then the table.
+        g = floats(jax.tree_util.tree_leaves(ct_final), carry_avals)
+        g, acc, ct_x = pull(last_leaves, g, t)
+        buffers = [jnp.zeros((t, *a.shape), a.dtype) for a in float_xs]
+        buffers = [jax.lax.dynamic_update_index_in_dim(buf, v.astype(buf.dtype), self._xs_index(t), 0)
+                   for buf, v in zip(buffers, ct_x)]
+        state = (init, pool, g, acc, buffers)
+        if tables.branch.size:
+            columns = (tables.branch, tables.start, tables.stop, tables.read_hidden, tables.read_internal,
+                       tables.write_hidden, tables.write_internal, tables.cotangent_step)
+            state, _ = jax.lax.scan(row, state, columns)
+        _, _, g, acc, buffers = state
         it = iter(buffers)
         ct_xs = jax.tree_util.tree_unflatten(x_tree, [
             next(it) if _is_float(aval) else np.zeros((t, *aval.shape), jax.dtypes.float0) for aval in x_avals])
-        return ct_consts, ct_init, ct_xs
+        return with_zeros(acc, const_avals), carry_of(with_zeros(g, carry_avals)), ct_xs

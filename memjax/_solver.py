@@ -130,61 +130,17 @@ def _full_quanta(t: int, s: int, i: int, internal: bool) -> int:
 
 
 def _solve_table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool) -> _Table:
-    """Solve the MSM recurrence (HSM / ISM when one option is disabled) bottom-up in t, vectorised over q.
+    """Solve the MSM recurrence (HSM / ISM when one option is disabled) for all ``t <= length``, ``q <= quanta``.
 
-    Work is pruned with two exact bounds: ``C(t, q)`` equals its floor once ``q`` holds every state
-    (``_full_quanta``), and a split ``y`` costs at least ``t + y - 1``, so splits beyond the best cost found so
-    far are never evaluated.
+    Column by column in ``q`` (:mod:`memjax._dp_kernels`): each cell minimises over the breakpoints of the
+    (piecewise linear) columns instead of over every split, and runs of a column are guessed and then verified
+    by the recurrence itself; both steps are exact (proofs in that module's docstring). ``C(t, q)`` equals its
+    floor with split 1 once ``q`` holds every state (``_full_quanta``); ties go to nothing, then hidden, then
+    internal, then the smallest split.
     """
-    cost = np.full((length + 1, quanta + 1), _INF, np.int64)
-    code = np.zeros((length + 1, quanta + 1), np.int8)
-    split = np.zeros((length + 1, quanta + 1), np.int32)
-    if quanta < s:
-        return _Table(cost, code, split)
-    cost[: min(length, 1) + 1, s:] = np.arange(min(length, 1) + 1)[:, None]
-    floor_code = _INTERNAL if internal else _HIDDEN
-    for t in range(2, length + 1):
-        full = _full_quanta(t, s, i, internal)
-        if full <= quanta:
-            cost[t, full:] = t if internal else 2 * t - 1
-            code[t, full:] = floor_code
-            split[t, full:] = 1
-        hi = min(quanta, full - 1)
-        if hi < s:
-            continue
-        best = np.full(hi - s + 1, t * (t + 1) // 2, np.int64)  # columns q = s..hi
-        best_code = np.zeros(hi - s + 1, np.int8)
-        best_split = np.zeros(hi - s + 1, np.int32)
-        y0, chunk = 1, _FIRST_CHUNK
-        while y0 < t:
-            # A split y >= y0 costs at least t + C(y0 - 1, q) (the right part needs t - y forwards at least, and
-            # C is non-decreasing in t): only columns whose best cost so far is above that bound can improve.
-            open_columns = np.flatnonzero(best > t + cost[y0 - 1, s: hi + 1])
-            if open_columns.size == 0:
-                break
-            width = int(open_columns[-1]) + 1
-            y1 = min(t, y0 + max(1, min(chunk, _ELEMENTS_PER_CHUNK // width)))
-            chunk *= 2
-            ys = np.arange(y0, y1)
-            for option, shift, left in ((_HIDDEN, s, ys), (_INTERNAL, i, ys - 1)):
-                if not (hidden if option == _HIDDEN else internal):
-                    continue
-                lo = s + shift  # the right part needs its own starting state
-                if lo > s + width - 1:
-                    continue
-                q = slice(lo, s + width)
-                values = ys[:, None] + cost[left, q] + cost[t - ys, lo - shift: s + width - shift]
-                where = values.argmin(axis=0)
-                candidate = values[where, np.arange(values.shape[1])]
-                columns = slice(lo - s, width)
-                better = candidate < best[columns]
-                best[columns] = np.where(better, candidate, best[columns])
-                best_code[columns] = np.where(better, option, best_code[columns])
-                best_split[columns] = np.where(better, ys[where], best_split[columns])
-            y0 = y1
-        cost[t, s: hi + 1] = best
-        code[t, s: hi + 1] = best_code
-        split[t, s: hi + 1] = best_split
+    from memjax._dp_kernels import solve_columns
+
+    cost, code, split = solve_columns(length, quanta, s, i, hidden, internal)
     return _Table(cost, code, split)
 
 

@@ -1,0 +1,64 @@
+"""Solve time of ``memjax.solve`` by length, budget and kind; prints a markdown table.
+
+Budgets are fractions of store-all memory, ``1 + (t - 1) * alpha`` units. Every case runs in a fresh subprocess
+(so caches start empty and a slow case can be cut off at ``--cap`` seconds); the time is that of ``solve`` alone.
+
+    python benchmarks/solver_speed.py [--alpha 7.5] [--cap 60] [--lengths 100 1000 10000] [--with-1e5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+_CASE = """
+import time, memjax._solver as S
+S._TABLES.clear(); S.solve.cache_clear()
+t0 = time.perf_counter()
+policy = S.solve({length}, {memory!r}, alpha={alpha!r}, kind={kind!r})
+print(time.perf_counter() - t0, policy.cost)
+"""
+
+
+def run_case(length: int, memory: float, alpha: float, kind: str, cap: float) -> str:
+    code = _CASE.format(length=length, memory=memory, alpha=alpha, kind=kind)
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=cap)
+    except subprocess.TimeoutExpired:
+        return f"> {cap:g} s"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return "below least memory" if "below the least" in last else "error: " + last[:80]
+    seconds, _ = done.stdout.split()
+    return f"{float(seconds):.3g} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--alpha", type=float, default=7.5)
+    parser.add_argument("--cap", type=float, default=60.0, help="seconds before a case is cut off")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[100, 1000, 10_000])
+    parser.add_argument("--with-1e5", action="store_true", help="also t = 10^5")
+    parser.add_argument("--kinds", nargs="+", default=["msm", "hsm", "ism", "chen"])
+    args = parser.parse_args()
+    lengths = args.lengths + ([100_000] if args.with_1e5 else [])
+    fractions = (0.01, 0.05, 0.20)
+    print(f"alpha = {args.alpha:g}, cap {args.cap:g} s per case\n")
+    print("| t | kind | " + " | ".join(f"{f:.0%} of store-all" for f in fractions) + " |")
+    print("|---|---|" + "---|" * len(fractions))
+    for length in lengths:
+        store_all = 1 + (length - 1) * args.alpha
+        for kind in args.kinds:
+            cells = []
+            for fraction in fractions:
+                memory = max(fraction * store_all, 2.0 + args.alpha)
+                cells.append(run_case(length, memory, args.alpha, kind, args.cap))
+            print(f"| {length:,} | {kind} | " + " | ".join(cells) + " |", flush=True)
+    length = 1_000_000
+    memory = 0.01 * (1 + (length - 1) * args.alpha)
+    print(f"| {length:,} | hsm | {run_case(length, memory, args.alpha, 'hsm', args.cap)} (1%) | | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""``memjax.explain``: what :func:`memjax.scan` will store and recompute, before running anything."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from memjax._budget import format_bytes
+from memjax._measure import tree_bytes
+from memjax._scan import ScanPlan, _prepare
+
+__all__ = ["Explanation", "explain"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation:
+    """The trade :func:`memjax.scan` makes for one step function and budget. All sizes in bytes.
+
+    Attributes:
+      plan: the full :class:`memjax.ScanPlan` (policy, schedule, measured sizes).
+      carry_bytes: one hidden state (the carry).
+      internal_bytes: one stored internal state (the step's input-dependent VJP residuals plus the carry).
+      invariant_bytes: residuals that do not depend on the step's inputs, kept once.
+      alpha: ``internal_bytes / carry_bytes``.
+      stored_bytes: what the schedule stores at its peak, the initial carry included (within the budget).
+      working_bytes: the transient working set outside the budget: one step's residuals, the scratch item,
+        the carry cotangent and register, parameter-cotangent accumulators, and the ``ys`` and
+        ``xs``-cotangent buffers.
+      forwards_per_step: predicted forward evaluations per step (1 for standard BPTT).
+      store_all_bytes: what standard BPTT (``jax.lax.scan``) stores for the same step.
+    """
+
+    plan: ScanPlan
+    carry_bytes: int
+    internal_bytes: int
+    invariant_bytes: int
+    alpha: float
+    budget_bytes: int
+    stored_bytes: int
+    working_bytes: int
+    forwards_per_step: float
+    store_all_bytes: int
+
+    def __str__(self) -> str:
+        plan = self.plan
+        policy = plan.policy
+        kind = plan.kind if policy is None else f"{policy.kind} (cost {policy.cost} forwards)"
+        rows = [
+            ("length", f"{plan.length} steps"),
+            ("carry (hidden state)", format_bytes(self.carry_bytes)),
+            ("internal state", f"{format_bytes(self.internal_bytes)}  (alpha = {self.alpha:.3g})"),
+            ("invariant residuals", f"{format_bytes(self.invariant_bytes)}  (stored once)"),
+            ("policy", kind),
+            ("budget", format_bytes(self.budget_bytes)),
+            ("stored at peak", f"{format_bytes(self.stored_bytes)}  "
+                               f"({self.stored_bytes / max(self.store_all_bytes, 1):.1%} of store_all)"),
+            ("working set", format_bytes(self.working_bytes)),
+            ("forwards per step", f"{self.forwards_per_step:.3f}"),
+            ("store_all (lax.scan)", f"{format_bytes(self.store_all_bytes)}, 1.000 forwards per step"),
+        ]
+        if policy is not None:
+            schedule = plan.schedule
+            rows.insert(6, ("slots", f"{schedule.hidden_slots} hidden + {schedule.internal_slots} internal"))
+        width = max(len(name) for name, _ in rows)
+        return "memjax.explain\n" + "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
+
+    def _repr_pretty_(self, printer, cycle):  # IPython
+        printer.text(str(self))
+
+
+def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", verbose: bool = True) -> Explanation:
+    """Report what ``memjax.scan(f, init, xs, length, memory=memory, kind=kind)`` will store and recompute.
+
+    Nothing is run: the step is traced abstractly (``jax.eval_shape``, ``jax.make_jaxpr``) to measure the carry
+    and its VJP residuals, and the policy is solved. Prints the report when ``verbose``.
+
+    Returns:
+      An :class:`Explanation` (its ``str`` is the printed table).
+    """
+    plan, _, consts = _prepare(f, init, xs, length, memory, kind)
+    sizes = plan.sizes
+    xs_bytes = tree_bytes(xs)
+    step_bytes = sizes.residual_bytes + sizes.invariant_bytes
+    scratch = max(sizes.carry_bytes, sizes.internal_bytes) if plan.policy is not None else 0
+    ys_bytes = _ys_bytes(f, init, xs, plan.length)
+    working = step_bytes + scratch + 3 * sizes.carry_bytes + tree_bytes(consts) + xs_bytes + ys_bytes
+    explanation = Explanation(
+        plan=plan, carry_bytes=sizes.carry_bytes, internal_bytes=sizes.internal_bytes,
+        invariant_bytes=sizes.invariant_bytes, alpha=sizes.alpha, budget_bytes=plan.budget_bytes,
+        stored_bytes=plan.stored_bytes, working_bytes=working,
+        forwards_per_step=plan.forward_count / max(plan.length, 1), store_all_bytes=plan.store_all_bytes)
+    if verbose:
+        print(explanation)
+    return explanation
+
+
+def _ys_bytes(f, init, xs, length) -> int:
+    import jax
+    import numpy as np
+
+    x0 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), xs)
+    _, y = jax.eval_shape(f, init, x0)
+    return tree_bytes(y) * length

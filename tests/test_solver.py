@@ -1,0 +1,620 @@
+"""Tests of the planning core (memjax._solver): costs against independent oracles, bounds, input checks, caching.
+
+Oracles used here, all written in this file and independent of memjax's implementation:
+
+* the plain HSM recurrence ``C(t, m) = min_y [y + C(y, m) + C(t - y, m - 1)]`` (memoised pure Python and numpy);
+* an exhaustive search over machine states (Dijkstra with (cost, peak memory) labels) for small ``t``;
+* checkpoint_schedules' Revolve (Griewank and Walther's binomial checkpointing), an independent implementation.
+
+Conventions (../shared/reference/bptt.md): memory is in units of one hidden state, the start state ``h_0`` counts
+one unit, an internal state ``alpha`` units; cost is the number of forward step evaluations, the first forward
+sweep included. Non-integer ``alpha`` is exact in quanta: a hidden state is ``s`` quanta, an internal state
+``i = ceil(alpha * s)`` quanta, the budget is floored to whole quanta.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import memjax
+from memjax import KINDS, Policy, hsm_cost, min_memory, simulate, solve
+from memjax import _solver
+
+# alphas of the exhaustive grids: integers, halves and a third (quantised exactly with s = 1, 2, 3)
+ORACLE_ALPHAS = (1.0, 1.5, 2.0, 2.5, 3.0, 7 / 3)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Independent oracles
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def hsm_recurrence(t: int, m: int) -> int:
+    """The plain BPTT-HSM recurrence, memoised pure Python (m counts slots, the start state's included)."""
+    if t <= 1:
+        return t
+    if m == 1:
+        return t * (t + 1) // 2
+    return min(y + hsm_recurrence(y, m) + hsm_recurrence(t - y, m - 1) for y in range(1, t))
+
+
+def hsm_recurrence_table(max_t: int, max_m: int) -> np.ndarray:
+    """The same recurrence bottom-up with numpy: ``table[t, m]`` for ``t <= max_t``, ``1 <= m <= max_m``."""
+    table = np.zeros((max_t + 1, max_m + 1), np.int64)
+    ts = np.arange(max_t + 1)
+    table[:, 1] = ts * (ts + 1) // 2
+    for m in range(2, max_m + 1):
+        table[1, m] = 1
+        for t in range(2, max_t + 1):
+            ys = np.arange(1, t)
+            table[t, m] = np.min(ys + table[ys, m] + table[t - ys, m - 1])
+    return table
+
+
+@functools.lru_cache(maxsize=None)
+def exhaustive_costs(t: int, s: int, i: int, hidden: bool, internal: bool) -> tuple:
+    """Least forward count for every budget ``q`` (in quanta), by exhaustive search over all schedules.
+
+    Machine model: stored items are hidden states ``h_j`` (``s`` quanta) and internal states ``I_j`` (``i``
+    quanta; ``I_j`` contains ``h_j``). ``h_0`` is held throughout (``s`` quanta). A free register holds the current
+    hidden state ``h_p`` or nothing. Actions: forward ``p -> p + 1`` (cost 1), optionally storing ``h_{p+1}`` or
+    ``I_{p+1}``; restore the register from any stored item or ``h_0`` (cost 0); free any stored item (cost 0);
+    backward step ``k`` (``k = t, ..., 1`` in this order) from a stored ``I_k`` (cost 0, ``I_k`` is then freed) or
+    "transient" with the register at ``k - 1`` (cost 1, the register is then empty).
+
+    States are ``(k, register, hidden mask, internal mask)`` with ``k`` the next step to back-propagate. Items that
+    can never be used again (``h_j`` with ``j >= k``, ``I_j`` with ``j > k``) are dropped, and an item is never
+    stored next to the other kind at the same position (it would be redundant): both are exact reductions.
+    Labels are (cost, peak quanta), settled in lexicographic order; a label is dropped when a settled label of
+    the same state has a peak no larger, so the goal's labels form the Pareto front of (cost, peak).
+
+    Returns:
+      ``costs[q]`` for ``0 <= q <= cap`` (``None`` where infeasible), ``cap`` being the memory from which the cost
+      reaches its floor (store every internal state, or every hidden state without internal ones).
+    """
+    cap = s + (t - 1) * i if internal else s * t
+    best_peak: dict = {}
+    tick = itertools.count()
+    heap = [(0, s, next(tick), (t, 0, 0, 0))]
+    front = []
+    while heap:
+        cost, peak, _, state = heapq.heappop(heap)
+        if best_peak.get(state, cap + 1) <= peak:
+            continue
+        best_peak[state] = peak
+        k, reg, hm, im = state
+        if k == 0:
+            front.append((cost, peak))
+            continue
+        held = s * (1 + hm.bit_count()) + i * im.bit_count()
+        stored = hm | im
+        moves = []  # (cost, quanta held at the moment of the move, next state)
+        if reg != 0:
+            moves.append((0, held, (k, 0, hm, im)))  # restore h_0
+        for j in range(1, k + 1):
+            if stored >> j & 1 and j != reg:
+                moves.append((0, held, (k, j, hm, im)))  # restore h_j from h_j or I_j
+            if hm >> j & 1:
+                moves.append((0, held, (k, reg, hm & ~(1 << j), im)))  # free h_j
+            if im >> j & 1:
+                moves.append((0, held, (k, reg, hm, im & ~(1 << j))))  # free I_j
+        if reg is not None and reg + 1 < k:  # forward without storing, or storing h_{p+1} (useless at p+1 = k)
+            p = reg + 1
+            moves.append((1, held, (k, p, hm, im)))
+            if hidden and not stored >> p & 1:
+                moves.append((1, held + s, (k, p, hm | 1 << p, im)))
+        if internal and reg is not None and reg + 1 <= k and not stored >> (reg + 1) & 1:
+            p = reg + 1  # forward storing I_{p+1}
+            moves.append((1, held + i, (k, p if p < k else None, hm, im | 1 << p)))
+        if im >> k & 1:  # backward step k from the stored I_k
+            after = reg if reg is not None and reg < k - 1 else None
+            moves.append((0, held, (k - 1, after, hm & ~(1 << (k - 1)), im & ~(1 << k))))
+        if reg == k - 1:  # transient backward step k
+            moves.append((1, held, (k - 1, None, hm & ~(1 << (k - 1)), im)))
+        for extra, momentary, nxt in moves:
+            new_peak = max(peak, momentary)
+            if new_peak <= cap and best_peak.get(nxt, cap + 1) > new_peak:
+                heapq.heappush(heap, (cost + extra, new_peak, next(tick), nxt))
+    return tuple(min((c for c, p in front if p <= q), default=None) for q in range(cap + 1))
+
+
+def quanta_of(alpha: float) -> tuple[int, int]:
+    """(s, i) as used by solve, read from a policy; checked to be an exact representation of ``alpha``."""
+    policy = solve(1, 1.0, alpha=alpha)
+    s, i = policy.hidden_quanta, policy.internal_quanta
+    assert Fraction(i, s) == Fraction(alpha).limit_denominator(100)
+    return s, i
+
+
+def slow_if(condition: bool):
+    return [pytest.mark.slow] if condition else []
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 1. BPTT-HSM
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_hsm_cost_equals_memoised_recurrence():
+    mismatches = [(t, m, hsm_cost(t, m), hsm_recurrence(t, m))
+                  for t in range(0, 121) for m in range(1, 13) if hsm_cost(t, m) != hsm_recurrence(t, m)]
+    assert not mismatches
+
+
+def test_hsm_cost_equals_numpy_recurrence_t500_m40():
+    table = hsm_recurrence_table(500, 40)
+    # the numpy table is itself checked against the memoised one where both are cheap
+    assert all(table[t, m] == hsm_recurrence(t, m) for t in range(0, 61) for m in range(1, 9))
+    mismatches = [(t, m, hsm_cost(t, m), int(table[t, m]))
+                  for t in range(0, 501) for m in range(1, 41) if hsm_cost(t, m) != table[t, m]]
+    assert not mismatches, mismatches[:10]
+
+
+@pytest.mark.parametrize("t, m, expected", [(10, 3, 25), (20, 3, 65), (100, 5, 416), (1000, 10, 4636),
+                                            (10_000, 20, 47976)])
+def test_hsm_examples(t, m, expected):
+    assert hsm_cost(t, m) == expected
+    assert solve(t, m, kind="hsm").cost == expected
+
+
+def test_hsm_boundary_values():
+    for m in range(1, 10):
+        assert hsm_cost(0, m) == 0
+        assert hsm_cost(1, m) == 1
+    for t in range(1, 60):
+        assert hsm_cost(t, 1) == t * (t + 1) // 2
+        for m in range(t, t + 4):
+            assert hsm_cost(t, m) == 2 * t - 1
+
+
+def test_solve_hsm_equals_hsm_cost():
+    for t in (1, 2, 3, 7, 16, 50, 129, 200):
+        for m in range(1, t + 3):
+            assert solve(t, m, kind="hsm").cost == hsm_cost(t, m), (t, m)
+            # HSM stores whole hidden states: a fractional budget is floored
+            assert solve(t, m + 0.75, kind="hsm").cost == hsm_cost(t, m), (t, m)
+
+
+def _hsm_by_increments(max_t: int, m: int) -> np.ndarray:
+    """``C(t, m)`` for ``t <= max_t`` from ``C(1) = 1`` and ``C(t) - C(t - 1) = 1 + r(t)``, ``r(t)`` the least
+    ``r`` with ``binom(m + r, r) >= t`` (each extra step costs one more forward than its repetition number)."""
+    betas = [1]
+    while betas[-1] < max_t:
+        r = len(betas)
+        betas.append(math.comb(m + r, r))
+    ts = np.arange(2, max_t + 1)
+    r = np.searchsorted(np.array(betas, dtype=np.float64), ts, side="left")
+    cost = np.zeros(max_t + 1, np.int64)
+    cost[1] = 1
+    cost[2:] = 1 + np.cumsum(1 + r)
+    return cost
+
+
+@pytest.mark.parametrize("m", [2, 3, 5, 10, 20, 40])
+def test_hsm_closed_form_large_t_increments(m):
+    max_t = 10**6
+    by_increments = _hsm_by_increments(max_t, m)
+    # sample around every repetition threshold and on a geometric grid
+    samples = set(np.unique(np.geomspace(2, max_t, 400).astype(np.int64)).tolist())
+    r = 0
+    while math.comb(m + r, r) <= max_t:
+        beta = math.comb(m + r, r)
+        samples.update(x for x in (beta - 1, beta, beta + 1, beta + 2) if 2 <= x <= max_t)
+        r += 1
+    bad = [(t, hsm_cost(t, m), int(by_increments[t])) for t in sorted(samples) if hsm_cost(t, m) != by_increments[t]]
+    assert not bad, bad[:10]
+
+
+def test_hsm_paper_bounds_large_t():
+    ts = sorted(set(np.unique(np.geomspace(2, 10**6, 80).astype(np.int64)).tolist()) | {10**6, 999_999, 3000})
+    for m in (1, 2, 3, 4, 5, 8, 10, 20, 40, 59):
+        previous = None
+        for t in ts:
+            cost = hsm_cost(t, m)
+            assert cost <= m * t ** (1 + 1 / m) * (1 + 1e-12), (t, m)
+            for a in range(1, 64):
+                if t * math.factorial(a) < m**a:
+                    assert cost <= (a + 1) * t, (t, m, a)
+            # never below the 2t - 1 floor, never above recomputing everything; non-decreasing in t
+            assert 2 * t - 1 <= cost <= t * (t + 1) // 2
+            assert previous is None or cost >= previous
+            previous = cost
+            # non-increasing in m
+            assert hsm_cost(t, m + 1) <= cost
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 2. Exhaustive search
+# ------------------------------------------------------------------------------------------------------------------
+
+# The MSM recurrence (paper, section 3) keeps a sub-problem's starting state for the whole sub-problem. When that
+# start is a stored *hidden* checkpoint, the search frees it once it is loaded for the last time (advance one step
+# storing I_{a+1}: the left part is empty) and reuses its unit for the internal state. This beats the recurrence
+# (and so solve(kind="msm")) by one forward from t = 7 on for alpha in (2, 3.5]; see test_msm_freeing_a_spent_
+# checkpoint_beats_the_recurrence for a concrete schedule.
+_KNOWN_MSM_GAP = {(7, 2.5), (7, 3.0), (7, 7 / 3), (8, 2.5), (8, 3.0), (8, 7 / 3)}
+
+
+def _msm_cases():
+    for t in range(1, 9):
+        for alpha in ORACLE_ALPHAS:
+            marks = slow_if(t > 6)
+            if (t, alpha) in _KNOWN_MSM_GAP:
+                marks.append(pytest.mark.xfail(strict=True, reason="MSM recurrence keeps spent hidden checkpoints"))
+            yield pytest.param(t, alpha, marks=marks, id=f"t{t}-alpha{alpha:.3g}")
+
+
+@pytest.mark.parametrize("t, alpha", list(_msm_cases()))
+def test_msm_equals_exhaustive_search(t, alpha):
+    s, i = quanta_of(alpha)
+    best = exhaustive_costs(t, s, i, hidden=True, internal=True)
+    mismatches = []
+    for q in range(s, s + (t - 1) * i + 1):
+        policy = solve(t, q / s, alpha=alpha, kind="msm")
+        assert policy.budget_quanta == q
+        if policy.cost != best[q]:
+            mismatches.append((q / s, policy.cost, best[q]))
+    assert not mismatches, f"(memory, solve, exhaustive): {mismatches}"
+
+
+@pytest.mark.parametrize("t", [pytest.param(t, marks=slow_if(t > 6)) for t in range(1, 9)])
+def test_hsm_equals_exhaustive_search(t):
+    best = exhaustive_costs(t, 1, 1, hidden=True, internal=False)
+    for m in range(1, t + 1):
+        assert hsm_cost(t, m) == best[m], m
+        assert solve(t, m, kind="hsm").cost == best[m], m
+    assert solve(t, t + 5, kind="hsm").cost == best[t] == (2 * t - 1 if t > 1 else 1)
+
+
+@pytest.mark.parametrize("t, alpha", [pytest.param(t, alpha, marks=slow_if(t > 6), id=f"t{t}-alpha{alpha:.3g}")
+                                      for t in range(1, 9) for alpha in ORACLE_ALPHAS])
+def test_ism_equals_exhaustive_search(t, alpha):
+    s, i = quanta_of(alpha)
+    best = exhaustive_costs(t, s, i, hidden=False, internal=True)
+    for q in range(s, s + (t - 1) * i + 1):
+        assert solve(t, q / s, alpha=alpha, kind="ism").cost == best[q], q / s
+
+
+def test_exhaustive_search_sanity():
+    # the search against hand-derived values, so that it cannot agree with a wrong solver by being wrong itself
+    # HSM, t=3: recompute all (6); h_0 + h_1: 1 + [2 + 1] (steps 3, 2 from h_1) + 1 (step 1) = 5; 2t-1 = 5
+    assert exhaustive_costs(3, 1, 1, True, False)[1:4] == (6, 5, 5)
+    # HSM, t=4, two slots: advance to 2, store h_2, steps 4 and 3 from h_2 (2 + 1), steps 2 and 1 (1 + 2) = 8
+    assert exhaustive_costs(4, 1, 1, True, False)[2] == 8
+    # ISM, t=4, alpha=2: one unit recomputes everything (10); storing I_1..I_3 (1 + 3 * 2 units) costs t
+    costs = exhaustive_costs(4, 1, 2, False, True)
+    assert costs[0] is None and costs[1] == costs[2] == 10 and costs[7] == 4 and costs[6] > 4
+    # MSM, t=2, alpha=1: one unit 3 forwards, two units (store I_1) 2 forwards
+    assert exhaustive_costs(2, 1, 1, True, True)[1:3] == (3, 2)
+
+
+@pytest.mark.xfail(strict=True, reason="memjax bug: the MSM recurrence keeps a spent hidden checkpoint")
+def test_msm_freeing_a_spent_checkpoint_beats_the_recurrence():
+    """A valid 13-forward schedule for t=7, alpha=3 within 4 units; solve(7, 4, alpha=3) claims 14 is optimal."""
+    Op = memjax.Op
+    rows = [
+        (Op.ADVANCE, 0, 2, -1), (Op.SAVE_HIDDEN, 2, 2, 0), (Op.ADVANCE, 2, 4, -1), (Op.SAVE_HIDDEN, 4, 4, 1),
+        (Op.ADVANCE, 4, 5, -1), (Op.SAVE_HIDDEN, 5, 5, 2), (Op.ADVANCE, 5, 6, -1), (Op.BACKWARD, 6, 7, -1),
+        (Op.RESTORE_HIDDEN, 5, 5, 2), (Op.BACKWARD, 5, 6, -1), (Op.FREE, 0, 1, 2),
+        (Op.RESTORE_HIDDEN, 4, 4, 1), (Op.BACKWARD, 4, 5, -1), (Op.FREE, 0, 1, 1),
+        (Op.RESTORE_HIDDEN, 2, 2, 0), (Op.FREE, 0, 1, 0),  # h_2 is loaded for the last time: drop it ...
+        (Op.SAVE_INTERNAL, 2, 3, 0),  # ... and reuse its unit for I_3 (3 units): 1 + 3 = 4 held
+        (Op.BACKWARD, 3, 4, -1), (Op.BACKWARD_STORED, 3, 3, 0), (Op.FREE, 0, 3, 0),
+        (Op.RESTORE_HIDDEN, 0, 0, -1), (Op.SAVE_INTERNAL, 0, 1, 0), (Op.BACKWARD, 1, 2, -1),
+        (Op.BACKWARD_STORED, 1, 1, 0), (Op.FREE, 0, 3, 0),
+    ]
+    op, start, stop, offset = (np.array(c) for c in zip(*rows))
+    schedule = memjax.Schedule(7, op, start, stop, offset, 1, 3)
+    result = simulate(schedule, budget_quanta=4)
+    assert result.forward_count == 13 and result.peak_quanta == 4
+    assert exhaustive_costs(7, 1, 3, True, True)[4] == 13
+    assert solve(7, 4, alpha=3).cost <= 13  # actual: 14
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 4. Orderings between kinds
+# ------------------------------------------------------------------------------------------------------------------
+
+ORDER_ALPHAS = (1.0, 1.5, 2.0, 7 / 3, 3.0, 5.0)
+ORDER_TS = (1, 2, 3, 5, 8, 13, 21, 34, 55)
+
+
+def _budgets(t, s, i, count=None):
+    full = s + (t - 1) * i
+    qs = range(s, full + 2)
+    if count is not None and len(qs) > count:
+        qs = sorted(set(np.linspace(s, full + 1, count).astype(int).tolist()))
+    return qs
+
+
+def test_msm_never_worse_than_hsm_or_ism():
+    for alpha in ORDER_ALPHAS:
+        s, i = quanta_of(alpha)
+        for t in ORDER_TS:
+            previous = None
+            for q in _budgets(t, s, i, count=60):
+                m = q / s
+                msm = solve(t, m, alpha=alpha).cost
+                hsm = solve(t, m, alpha=alpha, kind="hsm").cost
+                ism = solve(t, m, alpha=alpha, kind="ism").cost
+                assert msm <= min(hsm, ism), (t, alpha, m, msm, hsm, ism)
+                assert t <= msm <= t * (t + 1) // 2
+                assert previous is None or msm <= previous  # more memory never costs more
+                previous = msm
+            full = s + (t - 1) * i
+            assert solve(t, full / s, alpha=alpha).cost == t
+            if t > 1:  # one quantum short of storing every internal state: some step is recomputed
+                assert solve(t, (full - 1) / s, alpha=alpha).cost > t
+
+
+def test_chen_and_store_all_never_below_msm_at_their_peak():
+    for alpha in ORDER_ALPHAS:
+        s, i = quanta_of(alpha)
+        for t in ORDER_TS:
+            for kind in ("chen", "store_all"):
+                least = round(min_memory(t, alpha=alpha, kind=kind) * s)
+                qs = range(least, s + (t - 1) * i + 2)
+                for q in sorted(set(qs[:: max(1, len(qs) // 40)]) | {least, qs[-1]}):
+                    policy = solve(t, q / s, alpha=alpha, kind=kind)
+                    msm = solve(t, policy.peak_memory, alpha=alpha)
+                    assert policy.cost >= msm.cost, (kind, t, alpha, q / s)
+                    assert policy.peak_memory <= q / s + 1e-12
+
+
+def test_recompute_and_store_all_costs():
+    for t in (1, 2, 3, 10, 77, 300):
+        for alpha in (1.0, 2.5, 7 / 3):
+            s, i = quanta_of(alpha)
+            recompute = solve(t, 1.0, alpha=alpha, kind="recompute")
+            assert recompute.cost == t * (t + 1) // 2
+            assert solve(t, 50.0, alpha=alpha, kind="recompute").cost == t * (t + 1) // 2
+            full = (s + (t - 1) * i) / s
+            assert min_memory(t, alpha=alpha, kind="store_all") == pytest.approx(full)
+            assert solve(t, full, alpha=alpha, kind="store_all").cost == t
+            assert solve(t, full + 10, alpha=alpha, kind="store_all").cost == t
+
+
+def test_ism_cost_depends_on_slots_only():
+    # the paper's ISM counts slots m (transient slot included, h_0 free): memory 1 + (m - 1) alpha units
+    for t in range(1, 25):
+        for slots in range(1, t + 2):
+            costs = {solve(t, 1 + (slots - 1) * alpha, alpha=alpha, kind="ism").cost
+                     for alpha in (1.0, 1.5, 2.0, 7 / 3, 3.0, 10.0)}
+            assert len(costs) == 1, (t, slots, costs)
+            if slots == 1:
+                assert costs == {t * (t + 1) // 2}
+            if slots >= t:
+                assert costs == {t}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 5. The paper's numbers
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("t, memory, expected", [(10, 4, 21), (20, 8, 37)])
+def test_msm_examples_alpha2(t, memory, expected):
+    assert solve(t, memory, alpha=2.0).cost == expected
+
+
+@pytest.mark.parametrize("t, slots, expected", [(10, 2, 24), (100, 5, 320)])
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 2.5, 7 / 3])
+def test_ism_examples_in_slots(t, slots, expected, alpha):
+    assert solve(t, 1 + (slots - 1) * alpha, alpha=alpha, kind="ism").cost == expected
+
+
+@pytest.mark.parametrize("alpha, expected", [(2, 63), (3, 76), (5, 98), (10, 137)])
+def test_paper_min_memory_at_t1000(alpha, expected):
+    memory = min_memory(1000, 2000, alpha=alpha)
+    assert memory == expected
+    assert solve(1000, memory, alpha=alpha).cost <= 2000
+    assert solve(1000, memory - 1, alpha=alpha).cost > 2000
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 6. HSM against checkpoint_schedules' Revolve
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_hsm_equals_checkpoint_schedules_revolve():
+    # checkpoint_schedules.Revolve(max_n, snapshots_in_ram) converts Griewank-Walther revolve(max_n - 1, ...):
+    # - its Forward(n0, n1, ...) actions advance over steps n0 .. n1 - 1; the last Forward before each
+    #   Reverse(n + 1, n) has write_adj_deps=True: that is the forward evaluation the reverse step needs, which
+    #   memjax counts too (the BACKWARD action's forward). So sum(n1 - n0) over Forward actions == C(t, m).
+    # - snapshots_in_ram counts stored restart states *including* the one of the initial state h_0 (it writes
+    #   a snapshot at step 0), i.e. exactly HSM's slots m: C_HSM(t, m) == forwards of Revolve(t, m).
+    cs = pytest.importorskip("checkpoint_schedules")
+    for t in (1, 2, 3, 5, 10, 37, 100, 200):
+        for m in (1, 2, 3, 5, 8, 20):
+            forwards = reverses = 0
+            snapshots, peak = set(), 0
+            for action in cs.Revolve(t, m):
+                if isinstance(action, cs.Forward):
+                    forwards += action.n1 - action.n0
+                    if action.write_ics:
+                        snapshots.add(action.n0)
+                        peak = max(peak, len(snapshots))
+                elif isinstance(action, cs.Reverse):
+                    reverses += action.n0 - action.n1
+                elif isinstance(action, cs.Move):
+                    snapshots.discard(action.n)
+            assert reverses == t
+            assert peak <= m  # the mapping of the comment above: m snapshots, h_0's included
+            assert forwards == hsm_cost(t, m) == solve(t, m, kind="hsm").cost, (t, m)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 7. min_memory
+# ------------------------------------------------------------------------------------------------------------------
+
+MIN_MEMORY_ALPHAS = (0.5, 1.0, 1.1, 1.5, 2.0, 7 / 3, 3.0, 10.0)
+
+
+def _floor_cost(t, kind):
+    return {"hsm": 2 * t - 1 if t > 1 else 1, "recompute": t * (t + 1) // 2}.get(kind, t)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(t=st.integers(1, 60), kind=st.sampled_from(KINDS), alpha=st.sampled_from(MIN_MEMORY_ALPHAS),
+       slack=st.floats(0, 1.05))
+def test_min_memory_is_least_memory_for_max_cost(t, kind, alpha, slack):
+    floor = _floor_cost(t, kind)
+    max_cost = floor + int(slack * (t * (t + 1) // 2 - floor))
+    memory = min_memory(t, max_cost, alpha=alpha, kind=kind)
+    policy = solve(t, memory, alpha=alpha, kind=kind)
+    assert policy.cost <= max_cost
+    s = policy.hidden_quanta  # one quantum is 1 / s units (1 for hsm and recompute)
+    q = policy.budget_quanta
+    assert q == pytest.approx(memory * s)  # the answer lies on the quantum grid
+    least = round(min_memory(t, alpha=alpha, kind=kind) * s)
+    if q - 1 >= least:
+        assert solve(t, (q - 1) / s, alpha=alpha, kind=kind).cost > max_cost
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_min_memory_below_the_floor_cost_raises(kind):
+    for t in (1, 2, 9):
+        with pytest.raises(ValueError, match="max_cost"):
+            min_memory(t, _floor_cost(t, kind) - 1, alpha=2.0, kind=kind)
+
+
+def test_min_memory_without_max_cost():
+    for t in (1, 5, 40):
+        for kind in ("msm", "hsm", "ism", "recompute"):
+            assert min_memory(t, alpha=2.5, kind=kind) == 1.0
+        assert min_memory(t, alpha=2.5, kind="store_all") == 1 + (t - 1) * 2.5
+        assert 1.0 <= min_memory(t, alpha=2.5, kind="chen") <= 1 + (t - 1) * 2.5
+        assert min_memory(t, 2 * t, alpha=2.5, kind="msm") <= min_memory(t, 2 * t, alpha=2.5, kind="chen")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 8. Bad input
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [0, -3, 2.5, "7", None, True])
+def test_bad_length(length):
+    with pytest.raises(ValueError, match="length"):
+        solve(length, 4.0)
+    with pytest.raises(ValueError, match="length"):
+        min_memory(length, 100)
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), -1.0, 0.0, 0, float("inf"), "two", None])
+def test_bad_alpha(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        solve(10, 4.0, alpha=alpha)
+    with pytest.raises(ValueError, match="alpha"):
+        min_memory(10, 20, alpha=alpha)
+
+
+@pytest.mark.parametrize("memory", [float("nan"), -1.0, 0.0, 0, "four", None])
+def test_bad_memory(memory):
+    with pytest.raises(ValueError, match="memory"):
+        solve(10, memory)
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason="memjax bug: memory=inf raises OverflowError")
+def test_infinite_memory_is_unlimited_or_rejected():
+    try:
+        policy = solve(10, float("inf"), alpha=2.0)
+    except ValueError as error:
+        assert "memory" in str(error)
+    else:
+        assert policy.cost == 10
+
+
+@pytest.mark.parametrize("kind", ["foo", "MSM", "", "revolve"])
+def test_bad_kind(kind):
+    with pytest.raises(ValueError, match="kind"):
+        solve(10, 4.0, kind=kind)
+    with pytest.raises(ValueError, match="kind"):
+        min_memory(10, 20, kind=kind)
+
+
+@pytest.mark.parametrize("t, memory, alpha, kind", [
+    (10, 0.5, 2.0, "msm"), (10, 0.99, 1.0, "hsm"), (10, 0.7, 2.5, "ism"), (10, 0.2, 1.0, "recompute"),
+    (10, 18.5, 2.0, "store_all"), (7, 3.0, 7 / 3, "store_all"), (10, 4.0, 2.0, "chen"), (25, 5.0, 3.0, "chen"),
+])
+def test_memory_below_the_minimum_names_it(t, memory, alpha, kind):
+    least = min_memory(t, alpha=alpha, kind=kind)
+    assert memory < least
+    with pytest.raises(ValueError, match="memory") as info:
+        solve(t, memory, alpha=alpha, kind=kind)
+    assert f"{least:g}" in str(info.value)
+    solve(t, least, alpha=alpha, kind=kind)  # and the minimum itself is accepted
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 9. Caching
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_solve_is_cached_and_tables_are_reused(monkeypatch):
+    calls = []
+    original = _solver._solve_table
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_solver, "_solve_table", counting)
+    monkeypatch.setattr(_solver, "_TABLES", {})
+    solve.cache_clear()
+    alpha = 4.75  # s = 4, i = 19: no other test uses these quanta
+
+    first = solve(40, 30.0, alpha=alpha)
+    assert len(calls) == 1
+    assert solve(40, 30.0, alpha=alpha) is first  # lru cache: the identical object
+    assert solve(40, 30, alpha=alpha) is first  # equal arguments hit the same entry
+    assert len(calls) == 1
+    assert first.schedule() is first.schedule()
+
+    table = _solver._TABLES[(4, 19, True, True)]
+    solve.cache_clear()
+    again = solve(40, 30.0, alpha=alpha)  # a new Policy, solved from the cached table
+    assert again is not first and again == first and again.cost == first.cost
+    assert solve(20, 12.5, alpha=alpha).cost > 0  # a smaller query: covered by the cached table
+    assert min_memory(40, 200, alpha=alpha) > 0
+    assert len(calls) == 1
+    assert _solver._TABLES[(4, 19, True, True)] is table
+
+    solve(60, 10.0, alpha=alpha)  # longer: the table grows to (60 steps, 120 quanta), covering both queries
+    assert len(calls) == 2
+    solve(40, 30.0, alpha=alpha, kind="msm")
+    solve(59, 29.0, alpha=alpha)
+    assert len(calls) == 2
+    solve(30, 40.0, alpha=alpha)  # wider: grows to (60, 160), still covering the long query
+    solve(60, 10.5, alpha=alpha)
+    solve(60, 39.75, alpha=alpha)
+    assert len(calls) == 3
+    solve(20, 12.5, alpha=alpha, kind="ism")  # another kind: another table
+    assert len(calls) == 4 and len(_solver._TABLES) == 2
+    solve.cache_clear()
+
+
+def test_policy_fields():
+    policy = solve(30, 7.5, alpha=2.5, kind="msm")
+    assert isinstance(policy, Policy)
+    assert (policy.kind, policy.length, policy.memory, policy.alpha) == ("msm", 30, 7.5, 2.5)
+    assert policy.forwards_per_step == pytest.approx(policy.cost / 30)
+    assert policy.budget_quanta == 15 and policy.hidden_quanta == 2 and policy.internal_quanta == 5
+    assert policy.peak_memory <= 7.5
+
+
+def test_quantisation_rounds_internal_up():
+    for alpha in (0.3, 1.1, 1.37, 2.2, 3.14159, 9.99):
+        s, i = _solver._quantize(alpha)
+        assert 1 <= s <= 8 and i / s >= alpha - 1e-12
+        # no s <= 8 gives a tighter upper approximation
+        assert all(math.ceil(alpha * k - 1e-9) / k >= i / s - 1e-12 for k in range(1, 9))
