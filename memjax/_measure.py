@@ -30,6 +30,7 @@ class StepSizes:
 
     Attributes:
       carry_bytes: one hidden state ``h_k`` (the scan carry).
+      carry_avals: shapes and dtypes of the carry's leaves.
       residual_bytes: the residuals of one step's VJP that depend on the step's inputs.
       invariant_bytes: residuals that do not (stored once, not per step).
       internal_bytes: one stored internal state: ``residual_bytes + carry_bytes`` (the carry is kept with the
@@ -42,6 +43,7 @@ class StepSizes:
     carry_bytes: int
     residual_bytes: int
     invariant_bytes: int
+    carry_avals: tuple = dataclasses.field(repr=False)
     pullback_tree: Any = dataclasses.field(repr=False)
     residual_avals: tuple = dataclasses.field(repr=False)
     varies: tuple = dataclasses.field(repr=False)
@@ -49,6 +51,11 @@ class StepSizes:
     @property
     def internal_bytes(self) -> int:
         return self.residual_bytes + self.carry_bytes
+
+    @property
+    def variant_avals(self) -> list:
+        """Shapes and dtypes of the input-dependent residual leaves, the ones stored per step."""
+        return [a for a, v in zip(self.residual_avals, self.varies) if v]
 
     @property
     def alpha(self) -> float:
@@ -74,7 +81,8 @@ def measure_step(step: Callable, consts, carry, x) -> StepSizes:
         lambda c, h, z: jax.tree_util.tree_leaves(residuals(c, h, z)), consts, carry, x)
     variant = [leaf for leaf, v in zip(leaves, varies) if v]
     invariant = [leaf for leaf, v in zip(leaves, varies) if not v]
-    return StepSizes(tree_bytes(carry), tree_bytes(variant), tree_bytes(invariant), tree,
+    carry_avals = tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in jax.tree_util.tree_leaves(carry))
+    return StepSizes(tree_bytes(carry), tree_bytes(variant), tree_bytes(invariant), carry_avals, tree,
                      tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves), tuple(varies))
 
 

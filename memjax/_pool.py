@@ -1,73 +1,100 @@
-"""A byte pool: stored hidden and internal states of any dtypes packed into one preallocated ``uint8`` buffer.
+"""Pools: the schedule's stack of stored states, one preallocated flat buffer per dtype.
 
-One buffer (rather than one stack per kind) holds the schedule's stack exactly: hidden and internal states of
-different sizes share it at the offsets the schedule assigns, so the bytes allocated equal the schedule's peak,
-never the sum of per-kind peaks.
+A schedule places hidden states (``s`` quanta each) and internal states (``i`` quanta each) on one stack, at
+offsets counted in quanta. Here each dtype ``d`` present in the carry or the residuals gets its own flat
+buffer, in which one quantum is ``q_d`` elements: enough that a hidden state's ``d``-leaves fit in ``s``
+quanta and an internal state's in ``i``. Items of different kinds thus share the memory exactly as the
+schedule says, and values keep their dtype, so forward-mode derivatives (Hessian-vector products through the
+backward pass) flow through stored states.
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Layout"]
+__all__ = ["PoolLayout"]
 
 
-def _leaf_bytes(aval) -> int:
-    return int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
+def _size(aval) -> int:
+    return int(np.prod(aval.shape, dtype=np.int64))
 
 
-def _to_bytes(x) -> jax.Array:
-    x = jnp.asarray(x)
-    if x.dtype == jnp.bool_:
-        x = x.astype(jnp.uint8)
-    elif jnp.issubdtype(x.dtype, jnp.complexfloating):
-        x = jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
-    if x.dtype.itemsize > 1:
-        x = jax.lax.bitcast_convert_type(x, jnp.uint8)
-    elif x.dtype != jnp.uint8:
-        x = jax.lax.bitcast_convert_type(x, jnp.uint8)
-    return x.reshape(-1)
+class PoolLayout:
+    """Per-dtype pools for a carry and the input-dependent residuals of one step.
+
+    Args:
+      carry_avals: shapes and dtypes of the carry's leaves (a hidden state).
+      residual_avals: shapes and dtypes of the stored residual leaves; an internal state is these followed by
+        the carry's leaves.
+      hidden_quanta, internal_quanta: quanta of a hidden and an internal state (``None``: internal states are
+        never stored).
+    """
+
+    def __init__(self, carry_avals, residual_avals, hidden_quanta: int, internal_quanta: int | None):
+        carry_avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in carry_avals]
+        residual_avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in residual_avals]
+        self.dtypes = tuple(sorted({np.dtype(a.dtype) for a in carry_avals + residual_avals}, key=str))
+        per_quantum = []
+        for dtype in self.dtypes:
+            hidden = sum(_size(a) for a in carry_avals if np.dtype(a.dtype) == dtype)
+            internal = hidden + sum(_size(a) for a in residual_avals if np.dtype(a.dtype) == dtype)
+            need = math.ceil(hidden / hidden_quanta)
+            if internal_quanta is not None:
+                need = max(need, math.ceil(internal / internal_quanta))
+            per_quantum.append(need)
+        self.per_quantum = tuple(per_quantum)
+        self.quantum_bytes = int(sum(n * d.itemsize for n, d in zip(self.per_quantum, self.dtypes)))
+        self.hidden = Item(self, carry_avals)
+        self.internal = Item(self, residual_avals + carry_avals)
+
+    def zeros(self, quanta: int) -> tuple:
+        """Empty pools for a stack of ``quanta`` quanta."""
+        return tuple(jnp.zeros((quanta * n,), dtype) for n, dtype in zip(self.per_quantum, self.dtypes))
 
 
-def _from_bytes(raw: jax.Array, aval) -> jax.Array:
-    dtype = np.dtype(aval.dtype)
-    if dtype == np.bool_:
-        return raw.reshape(aval.shape) != 0
-    if np.issubdtype(dtype, np.complexfloating):
-        part = np.dtype(np.float32 if dtype == np.complex64 else np.float64)
-        pair = _from_bytes(raw, jax.ShapeDtypeStruct((*aval.shape, 2), part))
-        return jax.lax.complex(pair[..., 0], pair[..., 1])
-    if dtype.itemsize > 1:
-        raw = raw.reshape(*aval.shape, dtype.itemsize)
-    else:
-        raw = raw.reshape(aval.shape)
-    return jax.lax.bitcast_convert_type(raw, dtype)
+class Item:
+    """A fixed list of leaves, laid out in the pools: the leaves of each dtype back to back."""
 
+    def __init__(self, layout: PoolLayout, avals):
+        self.layout = layout
+        self.avals = tuple(avals)
+        self.parts = []  # per dtype: [(leaf index, start, size)], and the total element count
+        for dtype in layout.dtypes:
+            start, part = 0, []
+            for index, aval in enumerate(self.avals):
+                if np.dtype(aval.dtype) == dtype:
+                    part.append((index, start, _size(aval)))
+                    start += _size(aval)
+            self.parts.append((part, start))
 
-class Layout:
-    """How a fixed list of array leaves is laid out as consecutive bytes in the pool."""
+    def store(self, pools: tuple, leaves, offset) -> tuple:
+        """Write ``leaves`` at quantum ``offset`` (a traced integer) of the pools."""
+        out = []
+        for pool, per_quantum, (part, count) in zip(pools, self.layout.per_quantum, self.parts):
+            if count == 0 or count > pool.shape[0]:  # a pool too small is never written by its schedule
+                out.append(pool)
+                continue
+            data = jnp.concatenate([jnp.ravel(leaves[index]).astype(pool.dtype) for index, _, _ in part])
+            out.append(jax.lax.dynamic_update_slice(pool, data, (offset * per_quantum,)))
+        return tuple(out)
 
-    def __init__(self, avals):
-        self.avals = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals)
-        sizes = [_leaf_bytes(a) for a in self.avals]
-        self.starts = tuple(int(s) for s in np.cumsum([0] + sizes)[:-1])
-        self.nbytes = int(sum(sizes))
+    def load(self, pools: tuple, offset) -> list:
+        """Read the leaves back from quantum ``offset``."""
+        leaves = [None] * len(self.avals)
+        for pool, per_quantum, (part, count) in zip(pools, self.layout.per_quantum, self.parts):
+            if count == 0:
+                continue
+            if count > pool.shape[0]:  # never read by its schedule; keeps unreachable branches traceable
+                data = jnp.zeros((count,), pool.dtype)
+            else:
+                data = jax.lax.dynamic_slice(pool, (offset * per_quantum,), (count,))
+            for index, start, size in part:
+                leaves[index] = data[start: start + size].reshape(self.avals[index].shape)
+        return leaves
 
-    def store(self, pool: jax.Array, leaves, offset) -> jax.Array:
-        """Write ``leaves`` into ``pool`` at byte ``offset`` (a traced integer)."""
-        if not self.avals or self.nbytes > pool.shape[0]:  # a pool too small is never written by its schedule
-            return pool
-        data = jnp.concatenate([_to_bytes(leaf) for leaf in leaves])
-        return jax.lax.dynamic_update_slice(pool, data, (offset,))
-
-    def load(self, pool: jax.Array, offset) -> list:
-        """Read the leaves back from byte ``offset``."""
-        if not self.avals:
-            return []
-        if self.nbytes > pool.shape[0]:  # never read by its schedule; keeps branches that cannot run traceable
-            return [jnp.zeros(aval.shape, aval.dtype) for aval in self.avals]
-        raw = jax.lax.dynamic_slice(pool, (offset,), (self.nbytes,))
-        return [_from_bytes(raw[start: start + _leaf_bytes(aval)], aval)
-                for start, aval in zip(self.starts, self.avals)]
+    def zeros(self) -> list:
+        return [jnp.zeros(a.shape, a.dtype) for a in self.avals]

@@ -27,12 +27,13 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from memjax._budget import format_bytes, parse_budget
 from memjax._measure import StepSizes, measure_step, tree_bytes
-from memjax._pool import Layout
+from memjax._pool import PoolLayout
 from memjax._schedule import Op, Schedule
-from memjax._solver import KINDS, Policy, min_memory, solve
+from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
 
 __all__ = ["scan", "plan_scan", "ScanPlan"]
 
@@ -50,7 +51,7 @@ class ScanPlan:
       sizes: measured sizes of one step (:class:`memjax._measure.StepSizes`).
       budget_bytes: the budget for stored states, the initial carry included.
       policy: the solved :class:`~memjax.Policy` (``None`` for ``store_all``, which runs ``jax.lax.scan``).
-      quantum_bytes: bytes of one memory quantum of the schedule.
+      quantum_bytes: bytes of one quantum of the schedule's stack, as the pools lay it out.
     """
 
     length: int
@@ -168,31 +169,25 @@ def _plan(length: int, kind: str, sizes: StepSizes, budget) -> ScanPlan:
             raise ValueError(f"memory={format_bytes(budget_bytes)} is below what kind='store_all' stores "
                              f"({format_bytes(store_all)} = {store_all} bytes); raise memory or use kind='msm'.")
         return ScanPlan(length, kind, sizes, budget_bytes, None, unit)
-    solver_kind = kind
-    s_i = _quanta(alpha, kind)
-    quantum = max(-(-unit // s_i[0]), -(-sizes.internal_bytes // s_i[1]))
-    if budget is None:
-        units = min_memory(length, 2 * length, alpha=alpha, kind=kind) if kind not in ("recompute",) else 1.0
-        budget_bytes = int(round(units * s_i[0])) * quantum
+    s, i = (1, None) if kind in ("hsm", "recompute") else _quantize(alpha)
+    # One quantum in bytes, as the pools lay states out (at least carry / s and internal / i).
+    quantum = max(PoolLayout(sizes.carry_avals, sizes.variant_avals, s, i).quantum_bytes, 1)
+    least = min_memory(length, None, alpha=alpha, kind=kind)
+    least_bytes = round(least * s) * quantum
+    if budget is None:  # the least memory for at most one extra forward pass
+        units = 1.0 if kind == "recompute" else min_memory(length, 2 * length, alpha=alpha, kind=kind)
+        budget_bytes = round(units * s) * quantum
     else:
         budget_bytes = budget.resolve(store_all)
-    units = budget_bytes / (s_i[0] * quantum)
-    least = min_memory(length, None, alpha=alpha, kind=kind)
-    least_bytes = int(round(least * s_i[0])) * quantum
     if budget_bytes < least_bytes:
         raise ValueError(
             f"memory={format_bytes(budget_bytes)} ({budget_bytes} bytes) is below the least that kind={kind!r} "
             f"needs for this step over length={length}: {least_bytes} bytes ({format_bytes(least_bytes)}; the "
             f"carry is {sizes.carry_bytes} bytes, an internal state {sizes.internal_bytes} bytes). "
             f"Pass memory>={least_bytes}.")
-    policy = solve(length, units, alpha=alpha, kind=solver_kind)
+    # In hidden-state units of s quanta each, so the solver's floor(units * s) is exactly budget // quantum.
+    policy = solve(length, (budget_bytes // quantum) / s, alpha=alpha, kind=kind)
     return ScanPlan(length, kind, sizes, budget_bytes, policy, quantum)
-
-
-def _quanta(alpha: float, kind: str) -> tuple[int, int]:
-    from memjax._solver import _INF, _quantize  # the solver's own rounding, so both agree
-
-    return (1, _INF) if kind in ("hsm", "recompute") else _quantize(alpha)
 
 
 def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False,
@@ -262,9 +257,19 @@ def _avals(tree) -> list:
     return [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in jax.tree_util.tree_leaves(tree)]
 
 
+def _select(wanted, leaves):
+    return [leaf for leaf, w in zip(leaves, wanted) if w]
+
+
+def _fill(wanted, leaves, avals):
+    """Put ``leaves`` where ``wanted`` and zero cotangents elsewhere."""
+    it = iter(leaves)
+    return [next(it) if w else _zero_cotangent(aval) for aval, w in zip(avals, wanted)]
+
+
 @dataclasses.dataclass(frozen=True)
 class _Tables:
-    """The schedule as integer tables for the executor (byte offsets; ``scratch`` takes writes of no interest).
+    """The schedule as integer tables for the executor (offsets in quanta, -1 for none).
 
     Primal sweep, one entry per step ``k = 1..t``: ``save_hidden[k-1]`` is where ``h_{k-1}`` goes before step
     ``k``, ``save_internal[k-1]`` where ``I_k`` goes. Backward sweep, one row per action after the first
@@ -281,66 +286,77 @@ class _Tables:
     read_internal: np.ndarray
     write_hidden: np.ndarray
     write_internal: np.ndarray
-    cotangent_step: np.ndarray
+    step: np.ndarray
 
 
-def _compile_tables(schedule: Schedule, quantum: int, scratch: int) -> _Tables:
+def _compile_tables(schedule: Schedule) -> _Tables:
     t = schedule.length
     first = schedule.first_backward
-    save_hidden = np.full(t, scratch, np.int32)
-    save_internal = np.full(t, scratch, np.int32)
+    save_hidden = np.full(t, -1, np.int32)
+    save_internal = np.full(t, -1, np.int32)
     position = 0
     for op, a, b, off in zip(schedule.op[:first], schedule.start[:first], schedule.stop[:first],
                              schedule.offset[:first]):
         if op == Op.ADVANCE:
             position = b
         elif op == Op.SAVE_HIDDEN:
-            save_hidden[a] = off * quantum
+            save_hidden[a] = off
         elif op == Op.SAVE_INTERNAL:
-            save_internal[a] = off * quantum
+            save_internal[a] = off
             position = a + 1
     if position != t - 1 or (schedule.op[first], schedule.start[first]) != (Op.BACKWARD, t - 1):
-        raise AssertionError("the schedule's first sweep must end by back-propagating the last step")  # pragma: no cover
+        raise AssertionError("a schedule's first sweep must end by back-propagating the last step")  # pragma: no cover
 
     rows = []
     pending = t - 1  # the next step to back-propagate
     for op, a, b, off in zip(schedule.op[first + 1:], schedule.start[first + 1:], schedule.stop[first + 1:],
                              schedule.offset[first + 1:]):
-        byte = int(off) * quantum
-        read_h = read_i = write_h = write_i = scratch
+        read_h = read_i = write_h = write_i = -1
         step = pending
         if op == Op.FREE:
             continue
         if op == Op.ADVANCE:
             branch = _ADVANCE
         elif op == Op.SAVE_HIDDEN:
-            branch, write_h = _SAVE_HIDDEN, byte
+            branch, write_h = _SAVE_HIDDEN, off
         elif op == Op.SAVE_INTERNAL:
-            branch, write_i = _SAVE_INTERNAL, byte
+            branch, write_i = _SAVE_INTERNAL, off
         elif op == Op.RESTORE_HIDDEN and off < 0:
             branch = _RESTORE_INIT
         elif op == Op.RESTORE_HIDDEN:
-            branch, read_h = _RESTORE_HIDDEN, byte
+            branch, read_h = _RESTORE_HIDDEN, off
         elif op == Op.RESTORE_INTERNAL:
-            branch, read_i = _RESTORE_INTERNAL, byte
+            branch, read_i = _RESTORE_INTERNAL, off
         elif op == Op.BACKWARD:
             branch, step = _BACKWARD, a + 1
             pending -= 1
         else:
-            branch, read_i, step = _BACKWARD_STORED, byte, a
+            branch, read_i, step = _BACKWARD_STORED, off, a
             pending -= 1
         rows.append((branch, a, b, read_h, read_i, write_h, write_i, step))
     columns = [np.array(c, np.int32) for c in zip(*rows)] if rows else [np.zeros(0, np.int32)] * 8
     return _Tables(save_hidden, save_internal, *columns)
 
 
+def _read(item, pools, offset):
+    """The item stored at quantum ``offset``, or zeros when ``offset < 0``. Pools are only read: no copy."""
+    return jax.lax.cond(offset >= 0, item.load, lambda pools, offset: item.zeros(), pools, jnp.maximum(offset, 0))
+
+
+def _write(item, pools, leaves, offset):
+    """Write the item at quantum ``offset`` in place; pass the pools through when ``offset < 0``."""
+    return jax.lax.cond(offset >= 0, lambda pools: item.store(pools, leaves, jnp.maximum(offset, 0)),
+                        lambda pools: pools, pools)
+
+
 class _Runner:
     """The custom-VJP executor of one planned scan.
 
-    Large buffers (the pool, the input-cotangent buffers, the parameter-cotangent accumulators) never pass
-    through ``lax.cond``/``lax.switch``: branches compute small values (carries, items to write, cotangents)
-    and every row then writes unconditionally, rows with nothing to write aiming at a scratch area at the end
-    of the pool. This keeps XLA's updates in place.
+    Large buffers (the pools, the ``ys`` and input-cotangent buffers, the parameter-cotangent accumulators)
+    never pass through a ``lax.switch``: its branches compute small values (carries, items to write,
+    cotangents), and each large buffer is then updated by a ``lax.cond`` that either writes in place or passes
+    it through. (A switch that passes the pool through some branches and rebuilds it in others makes XLA copy
+    the whole pool on every row.)
     """
 
     def __init__(self, step, plan: ScanPlan, reverse: bool, unroll):
@@ -350,33 +366,31 @@ class _Runner:
         self.unroll = unroll
         sizes = plan.sizes
         self.varies = sizes.varies
-        self.residual_layout = Layout([a for a, v in zip(sizes.residual_avals, sizes.varies) if v])
-        self.stack_bytes = plan.schedule.stack_quanta * plan.quantum_bytes
-        self.scratch_bytes = max(sizes.carry_bytes, sizes.internal_bytes)
-        self.tables = _compile_tables(plan.schedule, plan.quantum_bytes, self.stack_bytes)
+        schedule = plan.schedule
+        internal = None if plan.kind in ("hsm", "recompute") else schedule.internal_quanta
+        self.layout = PoolLayout(sizes.carry_avals, sizes.variant_avals, schedule.hidden_quanta, internal)
+        self.tables = _compile_tables(schedule)
+        self.perturbed = None  # which inputs are differentiated: set by the forward rule, read by the backward
 
         @jax.custom_vjp
         def run(consts, init, xs):
             return jax.lax.scan(lambda c, x: step(c, x, *consts), init, xs, plan.length, reverse=reverse,
                                 unroll=unroll)
 
-        run.defvjp(self._forward, self._backward)
+        run.defvjp(self._forward, self._backward, symbolic_zeros=True)
         self.run = run
 
     def __call__(self, consts, init, xs):
         return self.run(consts, init, xs)
 
     # -- helpers -------------------------------------------------------------------------------------------
-    def _xs_index(self, k):
-        """Index into xs of step k (1-based)."""
+    def _index(self, k):
+        """Index into xs and ys of step k (1-based)."""
         return self.plan.length - k if self.reverse else k - 1
 
-    def _split(self, leaves):
-        return [leaf for leaf, v in zip(leaves, self.varies) if v]
-
-    def _merge(self, variant, invariant):
-        variant, invariant = iter(variant), iter(invariant)
-        return [next(variant) if v else next(invariant) for v in self.varies]
+    def _x(self, xs, k):
+        return jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, self._index(k), keepdims=False),
+                                      xs)
 
     def _step(self, consts, carry, x):
         return self.step(carry, x, *consts)
@@ -390,104 +404,104 @@ class _Runner:
 
     # -- forward -------------------------------------------------------------------------------------------
     def _forward(self, consts, init, xs):
-        t, tables = self.plan.length, self.tables
-        carry_layout = Layout(_avals(init))
-        item_layout = Layout(self.residual_layout.avals + carry_layout.avals)
-        pool = jnp.zeros((self.stack_bytes + self.scratch_bytes,), jnp.uint8)
+        # With symbolic zeros the rule sees which inputs are differentiated (CustomVJPPrimal.perturbed); the
+        # backward sweep then computes no cotangent that nobody asked for (e.g. for xs when only parameters
+        # are differentiated), which also spares the (length, *x.shape) buffer of xs cotangents.
+        is_primal = lambda leaf: isinstance(leaf, CustomVJPPrimal)  # noqa: E731
+        self.perturbed = tuple(
+            [leaf.perturbed for leaf in jax.tree_util.tree_leaves(tree, is_leaf=is_primal)]
+            for tree in (consts, init, xs))
+        consts, init, xs = jax.tree_util.tree_map(lambda leaf: leaf.value, (consts, init, xs), is_leaf=is_primal)
+        t, tables, layout = self.plan.length, self.tables, self.layout
+        y_aval = jax.eval_shape(self._step, consts, init, self._x(xs, 1))[1]
+        ys = jax.tree_util.tree_map(lambda a: jnp.zeros((t, *a.shape), a.dtype), y_aval)
 
         def body(state, inputs):
-            carry, pool = state
-            x, save_hidden, save_internal = inputs
-            pool = carry_layout.store(pool, jax.tree_util.tree_leaves(carry), save_hidden)
+            carry, pools, ys = state
+            k, save_hidden, save_internal = inputs
+            x = self._x(xs, k)
+            pools = _write(layout.hidden, pools, jax.tree_util.tree_leaves(carry), save_hidden)
 
             def plain(carry):
                 new, y = self._step(consts, carry, x)
-                return new, y, [jnp.zeros(a.shape, a.dtype) for a in self.residual_layout.avals]
+                return new, y, [jnp.zeros(a.shape, a.dtype) for a in self.plan.sizes.variant_avals]
 
             def saving(carry):
                 new, y, leaves = self._vjp(consts, carry, x)
-                return new, y, self._split(leaves)
+                return new, y, _select(self.varies, leaves)
 
-            new, y, variant = jax.lax.cond(save_internal != self.stack_bytes, saving, plain, carry)
-            pool = item_layout.store(pool, variant + jax.tree_util.tree_leaves(new), save_internal)
-            return (new, pool), y
+            new, y, variant = jax.lax.cond(save_internal >= 0, saving, plain, carry)
+            pools = _write(layout.internal, pools, variant + jax.tree_util.tree_leaves(new), save_internal)
+            ys = jax.tree_util.tree_map(
+                lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, self._index(k), 0), ys, y)
+            return (new, pools, ys), None
 
         # Steps 1..t-1 in a scan, then step t under jax.vjp: its residuals start the backward sweep.
-        body_xs = jax.tree_util.tree_map(lambda a: a[1:] if self.reverse else a[:-1], xs)
-        last_x = jax.tree_util.tree_map(lambda a: a[0] if self.reverse else a[-1], xs)
-        save_hidden, save_internal = tables.save_hidden[: t - 1], tables.save_internal[: t - 1]
-        if self.reverse:
-            save_hidden, save_internal = save_hidden[::-1], save_internal[::-1]
-        (carry, pool), ys = jax.lax.scan(body, (init, pool), (body_xs, save_hidden, save_internal), t - 1,
-                                         reverse=self.reverse, unroll=self.unroll)
-        pool = carry_layout.store(pool, jax.tree_util.tree_leaves(carry), int(tables.save_hidden[t - 1]))
-        final, y_last, leaves = self._vjp(consts, carry, last_x)
-        join = (lambda rest, y: jnp.concatenate([y[None], rest])) if self.reverse else (
-            lambda rest, y: jnp.concatenate([rest, y[None]]))
-        ys = jax.tree_util.tree_map(join, ys, y_last)
-        return (final, ys), (consts, init, xs, pool, leaves)
+        steps = np.arange(1, t, dtype=np.int32)
+        state = (init, layout.zeros(self.plan.schedule.stack_quanta), ys)
+        (carry, pools, ys), _ = jax.lax.scan(body, state, (steps, tables.save_hidden[: t - 1],
+                                                           tables.save_internal[: t - 1]), unroll=self.unroll)
+        if tables.save_hidden[t - 1] >= 0:
+            pools = layout.hidden.store(pools, jax.tree_util.tree_leaves(carry), int(tables.save_hidden[t - 1]))
+        final, y, leaves = self._vjp(consts, carry, self._x(xs, t))
+        ys = jax.tree_util.tree_map(lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, self._index(t), 0),
+                                    ys, y)
+        return (final, ys), (consts, init, xs, pools, leaves)
 
     # -- backward ------------------------------------------------------------------------------------------
     def _backward(self, residuals, cotangents):
-        consts, init, xs, pool, last_leaves = residuals
-        ct_final, ct_ys = cotangents
-        t, tables = self.plan.length, self.tables
+        consts, init, xs, pools, last_leaves = residuals
+        ct_final, ct_ys = jax.tree_util.tree_map(
+            lambda ct: jnp.zeros(ct.aval.shape, ct.aval.dtype) if isinstance(ct, SymbolicZero) else ct,
+            cotangents, is_leaf=lambda ct: isinstance(ct, SymbolicZero))
+        t, tables, layout = self.plan.length, self.tables, self.layout
         invariant = [leaf for leaf, v in zip(last_leaves, self.varies) if not v]
         carry_avals, const_avals = _avals(init), _avals(consts)
         carry_tree = jax.tree_util.tree_structure(init)
-        carry_layout = Layout(carry_avals)
-        residual_layout = self.residual_layout
-        item_layout = Layout(residual_layout.avals + carry_layout.avals)
         x_leaves, x_tree = jax.tree_util.tree_flatten(xs)
         x_avals = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in x_leaves]
         y_leaves, y_tree = jax.tree_util.tree_flatten(ct_ys)
+        n_residuals = len(layout.internal.avals) - len(carry_avals)
 
-        def x_at(k):
-            index = self._xs_index(k)
-            return jax.tree_util.tree_unflatten(
-                x_tree, [jax.lax.dynamic_index_in_dim(a, index, keepdims=False) for a in x_leaves])
-
-        def ct_y_at(k):
-            index = self._xs_index(k)
-            return jax.tree_util.tree_unflatten(y_tree, [
-                jax.lax.dynamic_index_in_dim(a, index, keepdims=False) if a.dtype != jax.dtypes.float0
-                else np.zeros(a.shape[1:], jax.dtypes.float0) for a in y_leaves])
-
-        def floats(leaves, avals):
-            return [leaf for leaf, aval in zip(leaves, avals) if _is_float(aval)]
-
-        def with_zeros(float_leaves, avals):
-            it = iter(float_leaves)
-            return [next(it) if _is_float(aval) else _zero_cotangent(aval) for aval in avals]
+        # Cotangents are carried for differentiated float leaves only (carry leaves always: they chain steps).
+        consts_perturbed, _, xs_perturbed = self.perturbed
+        const_wanted = [_is_float(a) and p for a, p in zip(const_avals, consts_perturbed)]
+        x_wanted = [_is_float(a) and p for a, p in zip(x_avals, xs_perturbed)]
+        carry_wanted = [_is_float(a) for a in carry_avals]
 
         def carry_of(leaves):
             return jax.tree_util.tree_unflatten(carry_tree, leaves)
 
+        def ct_y(k):
+            index = self._index(k)
+            return jax.tree_util.tree_unflatten(y_tree, [
+                np.zeros(a.shape[1:], jax.dtypes.float0) if a.dtype == jax.dtypes.float0
+                else jax.lax.dynamic_index_in_dim(a, index, keepdims=False) for a in y_leaves])
+
         def pull(leaves, g, k):
-            """Back-propagate step k: float cotangents of (h_{k-1}, closed-over arrays, x_k)."""
-            ct_out = (carry_of(with_zeros(g, carry_avals)), ct_y_at(k))
+            """Back-propagate step k: wanted cotangents of (h_{k-1}, closed-over arrays, x_k)."""
+            ct_out = (carry_of(_fill(carry_wanted, g, carry_avals)), ct_y(k))
             ct_consts, ct_carry, ct_x = self._pullback(leaves)(ct_out)
-            return (floats(jax.tree_util.tree_leaves(ct_carry), carry_avals),
-                    floats(jax.tree_util.tree_leaves(ct_consts), const_avals),
-                    floats(jax.tree_util.tree_leaves(ct_x), x_avals))
+            return (_select(carry_wanted, jax.tree_util.tree_leaves(ct_carry)),
+                    _select(const_wanted, jax.tree_util.tree_leaves(ct_consts)),
+                    _select(x_wanted, jax.tree_util.tree_leaves(ct_x)))
 
-        float_consts = floats(const_avals, const_avals)
-        float_xs = floats(x_avals, x_avals)
-        no_consts = [jnp.zeros(a.shape, a.dtype) for a in float_consts]
-        no_x = [jnp.zeros(a.shape, a.dtype) for a in float_xs]
+        no_consts = [jnp.zeros(a.shape, a.dtype) for a in _select(const_wanted, const_avals)]
+        no_x = [jnp.zeros(a.shape, a.dtype) for a in _select(x_wanted, x_avals)]
 
-        # Each branch maps (register, g, read hidden, read item, a, b) to
+        # Each branch maps (register, g, hidden read, item read, a, b) to
         # (register, g, hidden to write, item to write, const cotangents, x cotangent).
         def advance(register, g, hidden, item, a, b):
-            register = jax.lax.fori_loop(a, b, lambda k, c: self._step(consts, c, x_at(k + 1))[0], register)
+            register = jax.lax.fori_loop(a, b, lambda k, c: self._step(consts, c, self._x(xs, k + 1))[0],
+                                         register)
             return register, g, hidden, item, no_consts, no_x
 
         def save_hidden(register, g, hidden, item, a, b):
             return register, g, jax.tree_util.tree_leaves(register), item, no_consts, no_x
 
         def save_internal(register, g, hidden, item, a, b):
-            new, _, leaves = self._vjp(consts, register, x_at(a + 1))
-            return new, g, hidden, self._split(leaves) + jax.tree_util.tree_leaves(new), no_consts, no_x
+            new, _, leaves = self._vjp(consts, register, self._x(xs, a + 1))
+            return new, g, hidden, _select(self.varies, leaves) + jax.tree_util.tree_leaves(new), no_consts, no_x
 
         def restore_init(register, g, hidden, item, a, b):
             return init, g, hidden, item, no_consts, no_x
@@ -496,54 +510,52 @@ class _Runner:
             return carry_of(hidden), g, hidden, item, no_consts, no_x
 
         def restore_internal(register, g, hidden, item, a, b):
-            return carry_of(item[len(residual_layout.avals):]), g, hidden, item, no_consts, no_x
+            return carry_of(item[n_residuals:]), g, hidden, item, no_consts, no_x
 
         def backward(register, g, hidden, item, a, b):
-            _, _, leaves = self._vjp(consts, register, x_at(a + 1))
+            _, _, leaves = self._vjp(consts, register, self._x(xs, a + 1))
             g, ct_consts, ct_x = pull(leaves, g, a + 1)
             return register, g, hidden, item, ct_consts, ct_x
 
         def backward_stored(register, g, hidden, item, a, b):
-            variant = item[: len(residual_layout.avals)]
-            g, ct_consts, ct_x = pull(self._merge(variant, invariant), g, a)
+            leaves = iter(item[:n_residuals]), iter(invariant)
+            g, ct_consts, ct_x = pull([next(leaves[0] if v else leaves[1]) for v in self.varies], g, a)
             return register, g, hidden, item, ct_consts, ct_x
 
         branches = [advance, save_hidden, save_internal, restore_init, restore_hidden, restore_internal, backward,
                     backward_stored]
 
+        def accumulate(acc, buffers, k, ct_consts, ct_x):
+            acc = [x + y for x, y in zip(acc, ct_consts)]
+            buffers = [jax.lax.dynamic_update_index_in_dim(buf, v.astype(buf.dtype), self._index(k), 0)
+                       for buf, v in zip(buffers, ct_x)]
+            return acc, buffers
+
         def row(state, action):
-            register, pool, g, acc, buffers = state
+            register, pools, g, acc, buffers = state
             branch, a, b, read_h, read_i, write_h, write_i, step = action
-            index = self._xs_index(step)
-            # Reads are conditional (the pool is only read there); writes are not (rows that save nothing
-            # write to the scratch area), so the pool is updated in place.
-            hidden = jax.lax.cond(read_h != self.stack_bytes, carry_layout.load,
-                                  lambda p, o: [jnp.zeros(a.shape, a.dtype) for a in carry_layout.avals], pool,
-                                  read_h)
-            item = jax.lax.cond(read_i != self.stack_bytes, item_layout.load,
-                                lambda p, o: [jnp.zeros(a.shape, a.dtype) for a in item_layout.avals], pool, read_i)
+            hidden = _read(layout.hidden, pools, read_h)
+            item = _read(layout.internal, pools, read_i)
             register, g, hidden, item, ct_consts, ct_x = jax.lax.switch(
                 branch, branches, register, g, hidden, item, a, b)
-            pool = carry_layout.store(pool, hidden, write_h)
-            pool = item_layout.store(pool, item, write_i)
-            acc = [x + y for x, y in zip(acc, ct_consts)]
-            buffers = [jax.lax.dynamic_update_index_in_dim(buf, v.astype(buf.dtype), index, 0)
-                       for buf, v in zip(buffers, ct_x)]
-            return (register, pool, g, acc, buffers), None
+            pools = _write(layout.hidden, pools, hidden, write_h)
+            pools = _write(layout.internal, pools, item, write_i)
+            acc, buffers = jax.lax.cond((branch == _BACKWARD) | (branch == _BACKWARD_STORED),
+                                        lambda acc, buffers: accumulate(acc, buffers, step, ct_consts, ct_x),
+                                        lambda acc, buffers: (acc, buffers), acc, buffers)
+            return (register, pools, g, acc, buffers), None
 
         # Step t, from the residuals kept by the primal sweep; then the table.
-        g = floats(jax.tree_util.tree_leaves(ct_final), carry_avals)
-        g, acc, ct_x = pull(last_leaves, g, t)
-        buffers = [jnp.zeros((t, *a.shape), a.dtype) for a in float_xs]
-        buffers = [jax.lax.dynamic_update_index_in_dim(buf, v.astype(buf.dtype), self._xs_index(t), 0)
-                   for buf, v in zip(buffers, ct_x)]
-        state = (init, pool, g, acc, buffers)
+        g = _select(carry_wanted, jax.tree_util.tree_leaves(ct_final))
+        g, ct_consts, ct_x = pull(last_leaves, g, t)
+        buffers = [jnp.zeros((t, *a.shape), a.dtype) for a in _select(x_wanted, x_avals)]
+        acc, buffers = accumulate(no_consts, buffers, t, ct_consts, ct_x)
+        state = (init, pools, g, acc, buffers)
         if tables.branch.size:
             columns = (tables.branch, tables.start, tables.stop, tables.read_hidden, tables.read_internal,
-                       tables.write_hidden, tables.write_internal, tables.cotangent_step)
+                       tables.write_hidden, tables.write_internal, tables.step)
             state, _ = jax.lax.scan(row, state, columns)
         _, _, g, acc, buffers = state
-        it = iter(buffers)
-        ct_xs = jax.tree_util.tree_unflatten(x_tree, [
-            next(it) if _is_float(aval) else np.zeros((t, *aval.shape), jax.dtypes.float0) for aval in x_avals])
-        return with_zeros(acc, const_avals), carry_of(with_zeros(g, carry_avals)), ct_xs
+        ct_xs = jax.tree_util.tree_unflatten(x_tree, _fill(x_wanted, buffers, [
+            jax.ShapeDtypeStruct((t, *a.shape), a.dtype) for a in x_avals]))
+        return _fill(const_wanted, acc, const_avals), carry_of(_fill(carry_wanted, g, carry_avals)), ct_xs

@@ -62,7 +62,7 @@ def hsm_recurrence_table(max_t: int, max_m: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def exhaustive_costs(t: int, s: int, i: int, hidden: bool, internal: bool) -> tuple:
+def exhaustive_costs(t: int, s: int, i: int, hidden: bool, internal: bool, cap: int | None = None) -> tuple:
     """Least forward count for every budget ``q`` (in quanta), by exhaustive search over all schedules.
 
     Machine model: stored items are hidden states ``h_j`` (``s`` quanta) and internal states ``I_j`` (``i``
@@ -79,10 +79,12 @@ def exhaustive_costs(t: int, s: int, i: int, hidden: bool, internal: bool) -> tu
     the same state has a peak no larger, so the goal's labels form the Pareto front of (cost, peak).
 
     Returns:
-      ``costs[q]`` for ``0 <= q <= cap`` (``None`` where infeasible), ``cap`` being the memory from which the cost
-      reaches its floor (store every internal state, or every hidden state without internal ones).
+      ``costs[q]`` for ``0 <= q <= cap`` (``None`` where infeasible); by default ``cap`` is the memory from which
+      the cost reaches its floor (store every internal state, or every hidden state without internal ones). A
+      smaller ``cap`` bounds the search to budgets up to ``cap``, which keeps it cheap for longer ``t``.
     """
-    cap = s + (t - 1) * i if internal else s * t
+    if cap is None:
+        cap = s + (t - 1) * i if internal else s * t
     best_peak: dict = {}
     tick = itertools.count()
     heap = [(0, s, next(tick), (t, 0, 0, 0))]
@@ -240,8 +242,9 @@ def test_hsm_paper_bounds_large_t():
 # The MSM recurrence (paper, section 3) keeps a sub-problem's starting state for the whole sub-problem. When that
 # start is a stored *hidden* checkpoint, the search frees it once it is loaded for the last time (advance one step
 # storing I_{a+1}: the left part is empty) and reuses its unit for the internal state. This beats the recurrence
-# (and so solve(kind="msm")) by one forward from t = 7 on for alpha in (2, 3.5]; see test_msm_freeing_a_spent_
-# checkpoint_beats_the_recurrence for a concrete schedule.
+# (and so solve(kind="msm")) from t = 7 on for alpha in {7/3, 2.5, 3} and from t = 10 on for alpha in {1.5, 2}
+# (e.g. t=10, alpha=2, 3 units: 23 forwards, solve says 24); never for alpha <= 1. See _spent_checkpoint_schedule
+# for a concrete schedule. The marks below are strict: they turn into failures once the solver is fixed.
 _KNOWN_MSM_GAP = {(7, 2.5), (7, 3.0), (7, 7 / 3), (8, 2.5), (8, 3.0), (8, 7 / 3)}
 
 
@@ -257,6 +260,7 @@ def _msm_cases():
 @pytest.mark.parametrize("t, alpha", list(_msm_cases()))
 def test_msm_equals_exhaustive_search(t, alpha):
     s, i = quanta_of(alpha)
+    _warm(alpha, 8)
     best = exhaustive_costs(t, s, i, hidden=True, internal=True)
     mismatches = []
     for q in range(s, s + (t - 1) * i + 1):
@@ -280,6 +284,7 @@ def test_hsm_equals_exhaustive_search(t):
                                       for t in range(1, 9) for alpha in ORACLE_ALPHAS])
 def test_ism_equals_exhaustive_search(t, alpha):
     s, i = quanta_of(alpha)
+    _warm(alpha, 8)
     best = exhaustive_costs(t, s, i, hidden=False, internal=True)
     for q in range(s, s + (t - 1) * i + 1):
         assert solve(t, q / s, alpha=alpha, kind="ism").cost == best[q], q / s
@@ -289,7 +294,8 @@ def test_exhaustive_search_sanity():
     # the search against hand-derived values, so that it cannot agree with a wrong solver by being wrong itself
     # HSM, t=3: recompute all (6); h_0 + h_1: 1 + [2 + 1] (steps 3, 2 from h_1) + 1 (step 1) = 5; 2t-1 = 5
     assert exhaustive_costs(3, 1, 1, True, False)[1:4] == (6, 5, 5)
-    # HSM, t=4, two slots: advance to 2, store h_2, steps 4 and 3 from h_2 (2 + 1), steps 2 and 1 (1 + 2) = 8
+    # HSM, t=4, two slots: advance to 2, store h_2 (2), steps 4 and 3 from h_2 (2 + 1), steps 2 and 1 from h_0
+    # (2 + 1): 8
     assert exhaustive_costs(4, 1, 1, True, False)[2] == 8
     # ISM, t=4, alpha=2: one unit recomputes everything (10); storing I_1..I_3 (1 + 3 * 2 units) costs t
     costs = exhaustive_costs(4, 1, 2, False, True)
@@ -298,9 +304,29 @@ def test_exhaustive_search_sanity():
     assert exhaustive_costs(2, 1, 1, True, True)[1:3] == (3, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="memjax bug: the MSM recurrence keeps a spent hidden checkpoint")
-def test_msm_freeing_a_spent_checkpoint_beats_the_recurrence():
-    """A valid 13-forward schedule for t=7, alpha=3 within 4 units; solve(7, 4, alpha=3) claims 14 is optimal."""
+_SMALL_BUDGET_GAP = {(t, a) for t in (10, 12) for a in (1.5, 2.0)} | {(t, 3.0) for t in (9, 10, 12)}
+
+
+_GAP_MARK = pytest.mark.xfail(strict=True, reason="MSM recurrence keeps spent hidden checkpoints")
+
+
+@pytest.mark.parametrize("t, alpha", [
+    pytest.param(t, alpha, id=f"t{t}-alpha{alpha:g}", marks=[_GAP_MARK] if (t, alpha) in _SMALL_BUDGET_GAP else [])
+    for t in (9, 10, 12) for alpha in (1.0, 1.5, 2.0, 3.0)])
+def test_msm_equals_exhaustive_search_small_budgets_longer_t(t, alpha):
+    # budgets up to one hidden and one internal state besides h_0: the search stays small for t up to 12
+    s, i = quanta_of(alpha)
+    cap = 2 * s + i
+    best = exhaustive_costs(t, s, i, hidden=True, internal=True, cap=cap)
+    mismatches = [(q / s, solve(t, q / s, alpha=alpha).cost, best[q])
+                  for q in range(s, cap + 1) if solve(t, q / s, alpha=alpha).cost != best[q]]
+    assert not mismatches, f"(memory, solve, exhaustive): {mismatches}"
+
+
+def _spent_checkpoint_schedule():
+    """t=7, alpha=3, 4 units: 13 forwards. Store h_2, h_4, h_5 (4 units with h_0); back-propagate steps 7, 6, 5;
+    load h_2 for the last time, free it and reuse its unit for I_3 (1 + 3 = 4 units); steps 4, 3; then I_1 from
+    h_0 for steps 2, 1. The MSM recurrence charges h_2 for the whole sub-problem (2, 4] and finds 14."""
     Op = memjax.Op
     rows = [
         (Op.ADVANCE, 0, 2, -1), (Op.SAVE_HIDDEN, 2, 2, 0), (Op.ADVANCE, 2, 4, -1), (Op.SAVE_HIDDEN, 4, 4, 1),
@@ -314,11 +340,19 @@ def test_msm_freeing_a_spent_checkpoint_beats_the_recurrence():
         (Op.BACKWARD_STORED, 1, 1, 0), (Op.FREE, 0, 3, 0),
     ]
     op, start, stop, offset = (np.array(c) for c in zip(*rows))
-    schedule = memjax.Schedule(7, op, start, stop, offset, 1, 3)
-    result = simulate(schedule, budget_quanta=4)
+    return memjax.Schedule(7, op, start, stop, offset, 1, 3)
+
+
+def test_spent_checkpoint_schedule_is_valid():
+    result = simulate(_spent_checkpoint_schedule(), budget_quanta=4)
     assert result.forward_count == 13 and result.peak_quanta == 4
-    assert exhaustive_costs(7, 1, 3, True, True)[4] == 13
-    assert solve(7, 4, alpha=3).cost <= 13  # actual: 14
+    assert exhaustive_costs(7, 1, 3, True, True, cap=4)[4] == 13
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="memjax bug: the MSM recurrence keeps a spent hidden checkpoint (14 instead of 13)")
+def test_msm_is_optimal_against_the_spent_checkpoint_schedule():
+    assert solve(7, 4.0, alpha=3.0).cost <= _spent_checkpoint_schedule().forward_count
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -327,6 +361,16 @@ def test_msm_freeing_a_spent_checkpoint_beats_the_recurrence():
 
 ORDER_ALPHAS = (1.0, 1.5, 2.0, 7 / 3, 3.0, 5.0)
 ORDER_TS = (1, 2, 3, 5, 8, 13, 21, 34, 55)
+
+
+def _warm(alpha, max_t):
+    """Solve the largest query first: solve's table cache then covers every smaller one (a table that has to grow
+    one quantum at a time would be re-solved for each query)."""
+    policy = solve(1, 1.0, alpha=alpha)
+    s, i = policy.hidden_quanta, policy.internal_quanta
+    for kind in ("msm", "ism"):
+        solve(max_t, (s + (max_t - 1) * i + 1) / s, alpha=alpha, kind=kind)
+        min_memory(max_t, max_t, alpha=alpha, kind=kind)
 
 
 def _budgets(t, s, i, count=None):
@@ -340,6 +384,7 @@ def _budgets(t, s, i, count=None):
 def test_msm_never_worse_than_hsm_or_ism():
     for alpha in ORDER_ALPHAS:
         s, i = quanta_of(alpha)
+        _warm(alpha, max(ORDER_TS))
         for t in ORDER_TS:
             previous = None
             for q in _budgets(t, s, i, count=60):
@@ -360,6 +405,7 @@ def test_msm_never_worse_than_hsm_or_ism():
 def test_chen_and_store_all_never_below_msm_at_their_peak():
     for alpha in ORDER_ALPHAS:
         s, i = quanta_of(alpha)
+        _warm(alpha, max(ORDER_TS))
         for t in ORDER_TS:
             for kind in ("chen", "store_all"):
                 least = round(min_memory(t, alpha=alpha, kind=kind) * s)
@@ -445,7 +491,7 @@ def test_hsm_equals_checkpoint_schedules_revolve():
                         snapshots.add(action.n0)
                         peak = max(peak, len(snapshots))
                 elif isinstance(action, cs.Reverse):
-                    reverses += action.n0 - action.n1
+                    reverses += abs(action.n1 - action.n0)
                 elif isinstance(action, cs.Move):
                     snapshots.discard(action.n)
             assert reverses == t
@@ -468,6 +514,7 @@ def _floor_cost(t, kind):
 @given(t=st.integers(1, 60), kind=st.sampled_from(KINDS), alpha=st.sampled_from(MIN_MEMORY_ALPHAS),
        slack=st.floats(0, 1.05))
 def test_min_memory_is_least_memory_for_max_cost(t, kind, alpha, slack):
+    _warm(alpha, 60)
     floor = _floor_cost(t, kind)
     max_cost = floor + int(slack * (t * (t + 1) // 2 - floor))
     memory = min_memory(t, max_cost, alpha=alpha, kind=kind)
