@@ -67,8 +67,10 @@ class Explanation:
         printer.text(str(self))
 
 
-def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", verbose: bool = True) -> Explanation:
-    """Report what ``memjax.scan(f, init, xs, length, memory=memory, kind=kind)`` will store and recompute.
+def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", checkpoint_policy=None,
+            verbose: bool = True) -> Explanation:
+    """Report what ``memjax.scan(f, init, xs, length, memory=..., kind=..., checkpoint_policy=...)`` will store
+    and recompute (arguments as :func:`memjax.scan`).
 
     Nothing is run: the step is traced abstractly (``jax.eval_shape``, ``jax.make_jaxpr``) to measure the carry
     and its VJP residuals, and the policy is solved. Prints the report when ``verbose``.
@@ -76,7 +78,7 @@ def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", ve
     Returns:
       An :class:`Explanation` (its ``str`` is the printed table).
     """
-    plan, _, consts = _prepare(f, init, xs, length, memory, kind)
+    plan, _, consts = _prepare(f, init, xs, length, memory, kind, checkpoint_policy)
     sizes = plan.sizes
     xs_bytes = tree_bytes(xs)
     step_bytes = sizes.residual_bytes + sizes.invariant_bytes

@@ -118,17 +118,18 @@ def _check_leaves(tree, argument):
                             f"a scalar (wrap static data in the step function instead).")
 
 
-def plan_scan(f, init, xs=None, length=None, *, memory=None, kind: str = "msm") -> ScanPlan:
+def plan_scan(f, init, xs=None, length=None, *, memory=None, kind: str = "msm",
+              checkpoint_policy=None) -> ScanPlan:
     """Decide how :func:`scan` will differentiate ``f`` over ``xs``: sizes, budget, policy and schedule.
 
     Arguments are those of :func:`scan`; nothing is run. See :func:`memjax.explain` for a readable report.
     """
-    return _prepare(f, init, xs, length, memory, kind)[0]
+    return _prepare(f, init, xs, length, memory, kind, checkpoint_policy)[0]
 
 
-def _prepare(f, init, xs, length, memory, kind):
+def _prepare(f, init, xs, length, memory, kind, checkpoint_policy=None):
     """Check the arguments, closure-convert ``f`` and plan: returns ``(plan, step, consts)``."""
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, KINDS))}.")
     budget = parse_budget(memory)
     _check_leaves(init, "init")
@@ -137,6 +138,8 @@ def _prepare(f, init, xs, length, memory, kind):
     x0 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), xs)
     carry = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), init)
     _check_carry(f, carry, x0)
+    if checkpoint_policy is not None:  # an internal state holds only what the policy saves
+        f = jax.checkpoint(f, policy=checkpoint_policy)
     step, consts = jax.closure_convert(lambda c, x: f(c, x), carry, x0)
     consts = list(consts)
     sizes = measure_step(lambda p, c, x: step(c, x, *p), consts, carry, x0)
@@ -191,7 +194,7 @@ def _plan(length: int, kind: str, sizes: StepSizes, budget) -> ScanPlan:
 
 
 def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False,
-         unroll: int | bool = 1, *, memory=None, kind: str = "msm"):
+         unroll: int | bool = 1, *, memory=None, kind: str = "msm", checkpoint_policy=None):
     """``jax.lax.scan`` with memory-efficient, exact gradients (Gruslys et al., 2016).
 
     Semantically (values, gradients, pytrees, ``reverse``, ``unroll``) this is ``jax.lax.scan``::
@@ -219,6 +222,11 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
       kind: the policy: ``"msm"`` (default, optimal over hidden and internal states), ``"hsm"`` (hidden states
         only, i.e. binomial checkpointing), ``"ism"``, ``"chen"``, ``"store_all"`` (runs ``jax.lax.scan``
         itself) or ``"recompute"``.
+      checkpoint_policy: what an internal state holds. ``None``: every residual of the step's VJP. A
+        ``jax.checkpoint`` policy (e.g. ``jax.checkpoint_policies.save_only_these_names("gates")`` with
+        ``jax.ad_checkpoint.checkpoint_name`` in the step) keeps only what it saves and recomputes the rest
+        inside each backward step: a smaller internal state, a smaller ``alpha``, and more internal states
+        within the same budget.
 
     Returns:
       ``(carry, ys)``, as ``jax.lax.scan``.
@@ -228,7 +236,7 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
         gives it in bytes), or ``xs``/``length`` that disagree.
       TypeError: if ``f``'s carry output differs from its input in structure, shape or dtype.
     """
-    plan, step, consts = _prepare(f, init, xs, length, memory, kind)
+    plan, step, consts = _prepare(f, init, xs, length, memory, kind, checkpoint_policy)
     if plan.policy is None:
         return jax.lax.scan(f, init, xs, plan.length, reverse=reverse, unroll=unroll)
     try:
