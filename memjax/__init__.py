@@ -7,7 +7,8 @@ Gruslys et al. (NeurIPS 2016) requires.
 
 from memjax._budget import format_bytes, parse_budget
 from memjax._explain import Explanation, explain
-from memjax._scan import ScanPlan, plan_scan, scan
+from memjax._cost import StepCosts, estimate_step_costs, predict_seconds
+from memjax._scan import SCAN_KINDS, ScanPlan, plan_scan, scan
 from memjax._schedule import Op, Schedule, ScheduleError, simulate
 from memjax._solver import KINDS, Policy, hsm_cost, min_memory, solve
 
@@ -15,18 +16,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KINDS",
+    "SCAN_KINDS",
+    "StepCosts",
     "Explanation",
     "Op",
     "Policy",
     "ScanPlan",
     "Schedule",
     "ScheduleError",
+    "estimate_step_costs",
     "explain",
     "format_bytes",
     "hsm_cost",
     "min_memory",
     "parse_budget",
     "plan_scan",
+    "predict_seconds",
     "scan",
     "simulate",
     "solve",

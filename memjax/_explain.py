@@ -57,6 +57,9 @@ class Explanation:
             ("forwards per step", f"{self.forwards_per_step:.3f}"),
             ("store_all (lax.scan)", f"{format_bytes(self.store_all_bytes)}, 1.000 forwards per step"),
         ]
+        for kind, forwards, seconds in plan.predictions:
+            rows.append((f"auto: {kind}", f"{forwards / plan.length:.3f} forwards per step, "
+                                          f"predicted {seconds * 1e3:.3g} ms"))
         if policy is not None:
             schedule = plan.schedule
             rows.insert(6, ("slots", f"{schedule.hidden_slots} hidden + {schedule.internal_slots} internal"))

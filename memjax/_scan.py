@@ -29,13 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
-from memjax._budget import format_bytes, parse_budget
+from memjax._budget import Budget, format_bytes, parse_budget
+from memjax._cost import estimate_step_costs, predict_seconds
 from memjax._measure import StepSizes, measure_step, tree_bytes
 from memjax._pool import PoolLayout
 from memjax._schedule import Op, Schedule
 from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
 
-__all__ = ["scan", "plan_scan", "ScanPlan"]
+__all__ = ["scan", "plan_scan", "ScanPlan", "SCAN_KINDS"]
+
+SCAN_KINDS = KINDS + ("auto",)
 
 # Branches of the backward sweep's lax.switch; restoring the initial carry gets a branch of its own.
 _ADVANCE, _SAVE_HIDDEN, _SAVE_INTERNAL, _RESTORE_INIT, _RESTORE_HIDDEN, _RESTORE_INTERNAL, _BACKWARD, \
@@ -52,6 +55,8 @@ class ScanPlan:
       budget_bytes: the budget for stored states, the initial carry included.
       policy: the solved :class:`~memjax.Policy` (``None`` for ``store_all``, which runs ``jax.lax.scan``).
       quantum_bytes: bytes of one quantum of the schedule's stack, as the pools lay it out.
+      predictions: with ``kind="auto"``, ``(kind, forward evaluations, predicted seconds)`` of each candidate
+        (:mod:`memjax._cost`); the plan is the fastest.
     """
 
     length: int
@@ -60,6 +65,7 @@ class ScanPlan:
     budget_bytes: int
     policy: Policy | None
     quantum_bytes: int
+    predictions: tuple = ()  # kind="auto": (kind, forward evaluations, predicted seconds) per candidate
 
     @property
     def store_all_bytes(self) -> int:
@@ -129,8 +135,8 @@ def plan_scan(f, init, xs=None, length=None, *, memory=None, kind: str = "msm",
 
 def _prepare(f, init, xs, length, memory, kind, checkpoint_policy=None):
     """Check the arguments, closure-convert ``f`` and plan: returns ``(plan, step, consts)``."""
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, KINDS))}.")
+    if not isinstance(kind, str) or kind not in SCAN_KINDS:
+        raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, SCAN_KINDS))}.")
     budget = parse_budget(memory)
     _check_leaves(init, "init")
     _check_leaves(xs, "xs")
@@ -143,7 +149,31 @@ def _prepare(f, init, xs, length, memory, kind, checkpoint_policy=None):
     step, consts = jax.closure_convert(lambda c, x: f(c, x), carry, x0)
     consts = list(consts)
     sizes = measure_step(lambda p, c, x: step(c, x, *p), consts, carry, x0)
+    if kind == "auto":
+        return _plan_fastest(length, sizes, budget, step, consts, carry, x0), step, consts
     return _plan(length, kind, sizes, budget), step, consts
+
+
+def _plan_fastest(length, sizes, budget, step, consts, carry, x0) -> ScanPlan:
+    """``kind="auto"``: the candidate policy with the least predicted time within the budget."""
+    if budget is None and length > 1:  # the default budget is the MSM default: at most 2 forwards per step
+        budget = Budget("bytes", _plan(length, "msm", sizes, None).budget_bytes)
+    avals = [jax.ShapeDtypeStruct(np.shape(c), jnp.result_type(c)) for c in consts]
+    costs = estimate_step_costs(lambda p, c, x: step(c, x, *p), avals, carry, x0)
+    plans = []
+    for kind in ("msm", "hsm", "chen", "ism"):
+        try:
+            plan = _plan(length, kind, sizes, budget)
+        except ValueError:
+            continue  # below what this kind can work with
+        seconds = 0.0 if plan.policy is None else predict_seconds(
+            plan.schedule, costs, sizes.carry_bytes, sizes.internal_bytes)
+        plans.append((seconds, plan))
+    if not plans:
+        return _plan(length, "msm", sizes, budget)  # raises the error that names the least budget
+    predictions = tuple((plan.kind, plan.forward_count, seconds) for seconds, plan in plans)
+    best = min(plans, key=lambda pair: pair[0])[1]
+    return dataclasses.replace(best, predictions=predictions)
 
 
 def _check_carry(f, carry, x0):
@@ -221,7 +251,8 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
         :func:`memjax.explain`. Under ``jax.vmap`` the budget applies to each mapped element.
       kind: the policy: ``"msm"`` (default, optimal over hidden and internal states), ``"hsm"`` (hidden states
         only, i.e. binomial checkpointing), ``"ism"``, ``"chen"``, ``"store_all"`` (runs ``jax.lax.scan``
-        itself) or ``"recompute"``.
+        itself) or ``"recompute"``; or ``"auto"``: of msm, hsm, chen and ism, the one with the least predicted
+        time within the budget, from per-step costs that XLA's cost analysis estimates (:mod:`memjax._cost`).
       checkpoint_policy: what an internal state holds. ``None``: every residual of the step's VJP. A
         ``jax.checkpoint`` policy (e.g. ``jax.checkpoint_policies.save_only_these_names("gates")`` with
         ``jax.ad_checkpoint.checkpoint_name`` in the step) keeps only what it saves and recomputes the rest
