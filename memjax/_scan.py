@@ -6,7 +6,7 @@ The forward pass is an ordinary scan. Under reverse-mode differentiation a ``jax
    carry and VJP residuals are measured (:mod:`memjax._measure`), the budget is turned into hidden-state units
    and ``alpha``, and :func:`memjax.solve` gives the policy; its :class:`~memjax.Schedule` is the program.
 2. *Primal sweep.* One ``lax.scan`` runs every step once, as ``lax.scan`` would, and writes the hidden and
-   internal states that the schedule's first sweep stores into a byte pool (:mod:`memjax._pool`). The last
+   internal states that the schedule's first sweep stores into per-dtype pools (:mod:`memjax._pool`). The last
    step runs under ``jax.vjp`` and its residuals are kept for the first backward step.
 3. *Backward sweep.* A ``lax.scan`` over the rest of the schedule's table (one row per action) dispatches with
    ``lax.switch``: advance ``k`` steps (a ``fori_loop`` with traced bounds), save or restore a state, or
@@ -21,8 +21,7 @@ products as ``jax.jvp`` of ``jax.grad``) but not in reverse mode again.
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +30,7 @@ from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from memjax._budget import Budget, format_bytes, parse_budget
 from memjax._cost import estimate_step_costs, predict_seconds
-from memjax._measure import StepSizes, measure_step, tree_bytes
+from memjax._measure import StepSizes, measure_step
 from memjax._pool import PoolLayout
 from memjax._schedule import Op, Schedule
 from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
