@@ -24,6 +24,7 @@ import dataclasses
 from typing import Callable
 
 import jax
+import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
@@ -66,7 +67,7 @@ class ScanPlan:
     @property
     def store_all_bytes(self) -> int:
         """What standard BPTT stores: the initial carry and the internal state of every step but the last."""
-        return self.sizes.carry_bytes + (self.length - 1) * self.sizes.internal_bytes
+        return self.sizes.carry_bytes + max(self.length - 1, 0) * self.sizes.internal_bytes
 
     @property
     def stored_bytes(self) -> int:
@@ -142,8 +143,7 @@ def _prepare(f, init, xs, length, memory, kind, checkpoint_policy=None):
     _check_carry(f, carry, x0)
     if checkpoint_policy is not None:  # an internal state holds only what the policy saves
         f = jax.checkpoint(f, policy=checkpoint_policy)
-    step, consts = jax.closure_convert(lambda c, x: f(c, x), carry, x0)
-    consts = list(consts)
+    step, consts = _hoist(f, carry, x0)
     sizes = measure_step(lambda p, c, x: step(c, x, *p), consts, carry, x0)
     if kind == "auto":
         return _plan_fastest(length, sizes, budget, step, consts, carry, x0), step, consts
@@ -170,6 +170,24 @@ def _plan_fastest(length, sizes, budget, step, consts, carry, x0) -> ScanPlan:
     predictions = tuple((plan.kind, plan.forward_count, seconds) for seconds, plan in plans)
     best = min(plans, key=lambda pair: pair[0])[1]
     return dataclasses.replace(best, predictions=predictions)
+
+
+def _hoist(f, carry, x0):
+    """Closure conversion: ``f(c, x) = step(c, x, *consts)`` with every array ``f`` closes over in ``consts``.
+
+    Unlike ``jax.closure_convert``, which hoists only closed-over tracers, every constant is hoisted, concrete
+    or traced, so that a step is measured and planned the same way whether or not it is being differentiated
+    (``memjax.explain`` outside ``jax.grad`` then reports exactly what ``memjax.scan`` uses inside it).
+    Constants that are not differentiated get no cotangent (see the runner's symbolic zeros).
+    """
+    closed = jax.make_jaxpr(f)(carry, x0)
+    out_tree = jax.tree_util.tree_structure(jax.eval_shape(f, carry, x0))
+
+    def step(c, x, *consts):
+        out = jex.jaxpr_as_fun(jex.ClosedJaxpr(closed.jaxpr, consts))(*jax.tree_util.tree_leaves((c, x)))
+        return jax.tree_util.tree_unflatten(out_tree, out)
+
+    return step, list(closed.consts)
 
 
 def _check_carry(f, carry, x0):
