@@ -76,10 +76,15 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
         loss, aux = value if has_aux else (value, {})
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        metrics = {"loss": loss, "grad_norm": _global_norm(grads), **aux}
         return TrainState(params, opt_state, state.step + 1, rng), metrics
 
     return jax.jit(train_step) if jit else train_step
+
+
+def _global_norm(tree) -> jax.Array:
+    tree_norm = getattr(getattr(optax, "tree", None), "norm", None)  # optax >= 0.2.5; global_norm is deprecated
+    return tree_norm(tree) if tree_norm is not None else optax.global_norm(tree)
 
 
 def train(loss_fn: LossFn, optimizer: optax.GradientTransformation, state: TrainState,
