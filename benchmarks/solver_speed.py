@@ -2,8 +2,11 @@
 
 Budgets are fractions of store-all memory, ``1 + (t - 1) * alpha`` units. Every case runs in a fresh subprocess
 (so caches start empty and a slow case can be cut off at ``--cap`` seconds); the time is that of ``solve`` alone.
+``--rss`` adds each subprocess's peak resident memory (the import of memjax, hence JAX, included): the DP tables
+of ``msm`` and ``ism`` are dense, ``(t + 1) x (quanta + 1)`` cells of 13 bytes (26 for ``msm``, whose second table
+is that of sub-problems starting from a freeable checkpoint), which is what limits ``t = 10^4``.
 
-    python benchmarks/solver_speed.py [--alpha 7.5] [--cap 60] [--lengths 100 1000 10000] [--with-1e5]
+    python benchmarks/solver_speed.py [--alpha 7.5] [--cap 60] [--lengths 100 1000 10000] [--with-1e5] [--rss]
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ import subprocess
 import sys
 
 _CASE = """
-import time, memjax._solver as S
+import resource, time, memjax._solver as S
 S._TABLES.clear(); S.solve.cache_clear()
 t0 = time.perf_counter()
 policy = S.solve({length}, {memory!r}, alpha={alpha!r}, kind={kind!r})
-print(time.perf_counter() - t0, policy.cost)
+print(time.perf_counter() - t0, policy.cost, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def run_case(length: int, memory: float, alpha: float, kind: str, cap: float) -> str:
+def run_case(length: int, memory: float, alpha: float, kind: str, cap: float, rss: bool = False) -> str:
     code = _CASE.format(length=length, memory=memory, alpha=alpha, kind=kind)
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=cap)
@@ -30,8 +33,8 @@ def run_case(length: int, memory: float, alpha: float, kind: str, cap: float) ->
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["?"])[-1]
         return "below least memory" if "below the least" in last else "error: " + last[:80]
-    seconds, _ = done.stdout.split()
-    return f"{float(seconds):.3g} s"
+    seconds, _, kilobytes = done.stdout.split()
+    return f"{float(seconds):.3g} s" + (f" ({int(kilobytes) / 2**20:.2g} GiB)" if rss else "")
 
 
 def main() -> None:
@@ -41,6 +44,8 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[100, 1000, 10_000])
     parser.add_argument("--with-1e5", action="store_true", help="also t = 10^5")
     parser.add_argument("--kinds", nargs="+", default=["msm", "hsm", "ism", "chen"])
+    parser.add_argument("--rss", action="store_true", help="also report each case's peak resident memory")
+    parser.add_argument("--no-1e6", action="store_true", help="skip the closing t = 10^6 HSM case")
     args = parser.parse_args()
     lengths = args.lengths + ([100_000] if args.with_1e5 else [])
     fractions = (0.01, 0.05, 0.20)
@@ -53,11 +58,13 @@ def main() -> None:
             cells = []
             for fraction in fractions:
                 memory = max(fraction * store_all, 2.0 + args.alpha)
-                cells.append(run_case(length, memory, args.alpha, kind, args.cap))
+                cells.append(run_case(length, memory, args.alpha, kind, args.cap, args.rss))
             print(f"| {length:,} | {kind} | " + " | ".join(cells) + " |", flush=True)
+    if args.no_1e6:
+        return
     length = 1_000_000
     memory = 0.01 * (1 + (length - 1) * args.alpha)
-    print(f"| {length:,} | hsm | {run_case(length, memory, args.alpha, 'hsm', args.cap)} (1%) | | |")
+    print(f"| {length:,} | hsm | {run_case(length, memory, args.alpha, 'hsm', args.cap, args.rss)} (1%) | | |")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ class Op(enum.IntEnum):
     FREE = 7
 
 
+_CODES = frozenset(int(op) for op in Op)
+
+
 class ScheduleError(ValueError):
     """A schedule breaks one of the invariants checked by :func:`simulate`."""
 
@@ -217,7 +220,9 @@ def simulate(schedule: Schedule, budget_quanta: int | None = None) -> Simulation
     held = peak = s  # the initial state is held throughout
 
     def fail(index, message):
-        raise ScheduleError(f"action {index} ({Op(schedule.op[index]).name}): {message}")
+        code = int(schedule.op[index])
+        name = Op(code).name if code in _CODES else f"code {code}"
+        raise ScheduleError(f"action {index} ({name}): {message}")
 
     def store(index, kind, position, offset, size):
         nonlocal held, peak

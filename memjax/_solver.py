@@ -3,19 +3,40 @@
 Implements the dynamic programs of Gruslys, Munos, Danihelka, Lanctot and Graves, "Memory-Efficient
 Backpropagation Through Time" (NeurIPS 2016, arXiv:1606.03401), also known for hidden states alone as binomial
 checkpointing or "revolve" (Griewank and Walther, ACM TOMS 26(1), 2000), and Chen et al.'s sqrt(t) segments
-(arXiv:1604.06174) as a member of the same family.
+(arXiv:1604.06174) as a member of the same family, with one refinement of the mixed recurrence (below) that makes
+it optimal under the machine model.
 
 Cost ``C(t, m)`` is the number of forward step evaluations (the first forward pass included) needed to
 back-propagate through ``t`` steps while holding at most ``m`` units of memory, one unit being one hidden state
 (the scan carry) and one internal state (the step's VJP residuals together with the carry they resume from)
-costing ``alpha`` units. The state a sub-problem starts from counts towards its memory. The recurrences
-(paper, section 3; ``../shared/reference/bptt.md``), with ``1 <= y < t``:
+costing ``alpha`` units. The state a sub-problem starts from counts towards its memory. The paper's recurrences
+(section 3; ``../shared/reference/bptt.md``), with ``1 <= y < t``:
 
 * store nothing:          ``t (t + 1) / 2``
 * store ``h_y`` (HSM):    ``Q_h = y + C(y, m) + C(t - y, m - 1)``
 * store ``I_y`` (ISM):    ``Q_i = y + C(y - 1, m) + C(t - y, m - alpha)``
 * BPTT-MSM:               ``C(t, m) = min(t (t + 1) / 2, min_y Q_h, min_y Q_i)``; BPTT-HSM drops ``Q_i``,
   BPTT-ISM drops ``Q_h``; ``C(0, m) = 0`` and ``C(1, m) = 1`` for ``m >= 1``, infinite below.
+
+**memjax's refinement of BPTT-MSM (spent checkpoints).** The paper's MSM recurrence charges a sub-problem's start
+state for the whole sub-problem. When that start is a hidden checkpoint ``h_a`` stored by the parent, it is last
+loaded to compute ``I_{a+1}``; freeing it right then and storing ``I_{a+1}`` in its place saves one unit for the
+rest of the sub-problem. Exhaustive search over all schedules finds such schedules strictly cheaper: for
+``t = 7, alpha = 3, m = 4`` the paper's recurrence gives 14 forwards and the optimum is 13 (store ``h_2, h_4,
+h_5``; back-propagate steps 7, 6, 5; load ``h_2``, free it, store ``I_3`` in its unit; steps 4, 3; then ``I_1``
+from ``h_0`` for steps 2, 1). memjax solves two tables, ``N`` (the start cannot be freed: ``h_0``, or a start inside
+a stored internal state) and ``F`` (the start is a freeable hidden checkpoint):
+
+* ``N(t, m) = min(t (t + 1) / 2, min_y [y + N(y, m) + F(t - y, m - 1)],
+  min_y [y + N(y - 1, m) + N(t - y, m - alpha)])``
+* ``F(t, m) = min(t (t + 1) / 2, min_y [y + F(y, m) + F(t - y, m - 1)],
+  min_y [y + F(y - 1, m) + N(t - y, m - alpha)], 1 + N(t - 1, m - alpha + 1))``, the last ("spent") option for
+  ``t >= 2`` and ``m >= alpha``: restore ``h_a``, free it, store ``I_{a+1}`` in its place, solve the rest from
+  ``I_{a+1}``, then back-propagate step ``a + 1`` from it
+
+and ``C_MSM(t, m) = N(t, m)``: equal to exhaustive search on every tested case (all budgets for ``t <= 8``, small
+budgets for ``t <= 12``), never above the paper's value, and strictly below it from ``t = 7`` on for some budgets.
+HSM and ISM are unchanged (without internal states ``F = N``; without hidden states nothing is ever spent).
 
 For hidden states alone the closed form holds (paper, eq. 3; Griewank's binomial bound): with ``r`` the
 smallest integer such that ``binom(m + r, r) >= t``, ``C_HSM(t, m) = (r + 1) t - binom(m + r, r - 1)``.
@@ -40,13 +61,15 @@ __all__ = ["KINDS", "Policy", "solve", "min_memory", "hsm_cost"]
 
 KINDS = ("msm", "hsm", "ism", "chen", "store_all", "recompute")
 _INF = 2**60  # three of these still add up without overflowing int64
-_NOTHING, _HIDDEN, _INTERNAL = 0, 1, 2
+_NOTHING, _HIDDEN, _INTERNAL, _SPENT = 0, 1, 2, 3
 _MAX_QUANTA_PER_UNIT = 8
-_ELEMENTS_PER_CHUNK = 1 << 20
-_FIRST_CHUNK = 8  # small first splits give a tight bound early; later chunks double
+# A cached table grows at least geometrically (so that growing sequences of queries cost O(log) solves) while
+# the grown table stays below this many cells (13 or 26 bytes each); larger requests are solved as asked.
+_GROWTH_CELLS = 1 << 26
 
-# A decision for the segment (a, b] given q quanta: (what to store, split y).
-Decide = Callable[[int, int, int], "tuple[int, int]"]
+# A decision for the segment (a, b] given q quanta and whether its start is a freeable hidden checkpoint:
+# (what to store, split y).
+Decide = Callable[[int, int, int, bool], "tuple[int, int]"]
 
 
 def hsm_cost(length: int, memory: int) -> int:
@@ -100,25 +123,45 @@ def _hsm_split(t: int, m: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class _Table:
-    """Costs and decisions of the generic DP for all ``t <= length`` and ``q <= quanta``."""
+    """Costs and decisions of the generic DP for all ``t <= length`` and ``q <= quanta``.
+
+    ``cost``, ``code`` and ``split`` are the table ``N`` (the start cannot be freed); ``free_*`` the table ``F``
+    (the start is a freeable hidden checkpoint), ``None`` when ``F = N`` or ``F`` is never consulted (one option
+    only, or ``i < s``).
+    """
 
     cost: np.ndarray  # int64 (length + 1, quanta + 1), _INF where infeasible
-    code: np.ndarray  # int8, _NOTHING / _HIDDEN / _INTERNAL
+    code: np.ndarray  # int8, _NOTHING / _HIDDEN / _INTERNAL (and _SPENT in free_code)
     split: np.ndarray  # int32, the split y
+    free_cost: np.ndarray | None = None
+    free_code: np.ndarray | None = None
+    free_split: np.ndarray | None = None
 
 
 _TABLES: dict[tuple, _Table] = {}
 
 
 def _table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool) -> _Table:
-    """The DP table, from the process-wide cache when a table at least this large was already solved."""
+    """The DP table, from the process-wide cache when a table at least this large was already solved.
+
+    A table that must grow covers both requests and at least doubles the dimension that fell short (quanta
+    capped at ``_full_quanta`` of the new length, beyond which columns are constant), as long as the grown table
+    has at most ``_GROWTH_CELLS`` cells: a growing sequence of queries then costs O(log) solves, and alternating
+    queries never solve twice.
+    """
     key = (s, i, hidden, internal)
     cached = _TABLES.get(key)
     if cached is not None and cached.cost.shape[0] > length and cached.cost.shape[1] > quanta:
         return cached
-    if cached is not None:  # grow to cover both requests, so alternating queries never solve twice
-        length = max(length, cached.cost.shape[0] - 1)
-        quanta = max(quanta, cached.cost.shape[1] - 1)
+    if cached is not None:
+        old_length, old_quanta = cached.cost.shape[0] - 1, cached.cost.shape[1] - 1
+        new_length, new_quanta = max(length, old_length), max(quanta, old_quanta)
+        grown_length = max(new_length, 2 * old_length) if length > old_length else new_length
+        full = _full_quanta(grown_length, s, i, internal)
+        grown_quanta = max(new_quanta, min(2 * old_quanta, full)) if quanta > old_quanta else new_quanta
+        if (grown_length + 1) * (grown_quanta + 1) <= _GROWTH_CELLS:
+            new_length, new_quanta = grown_length, grown_quanta
+        length, quanta = new_length, new_quanta
     table = _solve_table(length, quanta, s, i, hidden, internal)
     _TABLES[key] = table
     return table
@@ -130,18 +173,18 @@ def _full_quanta(t: int, s: int, i: int, internal: bool) -> int:
 
 
 def _solve_table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool) -> _Table:
-    """Solve the MSM recurrence (HSM / ISM when one option is disabled) for all ``t <= length``, ``q <= quanta``.
+    """Solve the N / F recurrences (HSM / ISM when one option is disabled) for all ``t <= length``, ``q <= quanta``.
 
     Column by column in ``q`` (:mod:`memjax._dp_kernels`): each cell minimises over the breakpoints of the
     (piecewise linear) columns instead of over every split, and runs of a column are guessed and then verified
     by the recurrence itself; both steps are exact (proofs in that module's docstring). ``C(t, q)`` equals its
     floor with split 1 once ``q`` holds every state (``_full_quanta``); ties go to nothing, then hidden, then
-    internal, then the smallest split.
+    internal, then spent, then the smallest split.
     """
     from memjax._dp_kernels import solve_columns
 
-    cost, code, split = solve_columns(length, quanta, s, i, hidden, internal)
-    return _Table(cost, code, split)
+    (cost, code, split), free = solve_columns(length, quanta, s, i, hidden, internal)
+    return _Table(cost, code, split, *(free or (None, None, None)))
 
 
 def _quantize(alpha: float) -> tuple[int, int]:
@@ -158,7 +201,7 @@ def _quantize(alpha: float) -> tuple[int, int]:
 
 
 def _check_arguments(length, memory, alpha, kind) -> tuple[int, float, float]:
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, KINDS))}.")
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
         raise ValueError(f"length must be a positive integer number of steps, got {length!r}.")
@@ -174,7 +217,7 @@ def _check_arguments(length, memory, alpha, kind) -> tuple[int, float, float]:
         raise ValueError(f"memory must be a number of hidden-state units, got {memory!r}.")
     if math.isnan(memory) or memory <= 0:
         raise ValueError(f"memory must be a positive number of hidden-state units, got {memory}.")
-    return int(length), memory, alpha
+    return int(length), memory, alpha  # memory may be inf: unlimited
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +227,8 @@ class Policy:
     Attributes:
       kind: one of :data:`KINDS`.
       length: number of steps ``t``.
-      memory: the budget, in units of one hidden state (an internal state costs ``alpha`` units).
+      memory: the budget, in units of one hidden state (an internal state costs ``alpha`` units); ``inf`` when
+        unlimited (``budget_quanta`` is then the memory that stores every state the kind can use).
       alpha: size of an internal state over the size of a hidden state.
       cost: forward step evaluations ``C(t, m)``, the first forward pass included; ``t`` backward steps are
         always made and not counted.
@@ -220,13 +264,14 @@ def _schedule_of(policy: Policy) -> Schedule:
     return _emit(policy.length, policy.hidden_quanta, policy.internal_quanta, policy.budget_quanta, policy._decide)
 
 
-@functools.lru_cache(maxsize=256)
 def solve(length: int, memory: float, *, alpha: float = 1.0, kind: str = "msm") -> Policy:
     """The cheapest policy of ``kind`` that back-propagates through ``length`` steps within ``memory`` units.
 
     Args:
       length: number of steps ``t >= 1``.
       memory: budget in units of one hidden state, the starting state included; need not be an integer.
+        ``float("inf")`` means unlimited: the policy gets the memory that stores everything ``kind`` can use
+        (every internal state, or every hidden state for ``"hsm"``), and ``Policy.memory`` is ``inf``.
       alpha: size of an internal state (residuals and the carry they resume from) over a hidden state's.
       kind: ``"msm"`` (BPTT-MSM, optimal over hidden and internal states), ``"hsm"`` (hidden states only;
         binomial checkpointing), ``"ism"`` (internal states only), ``"chen"`` (equal segments, Chen et al.),
@@ -236,15 +281,23 @@ def solve(length: int, memory: float, *, alpha: float = 1.0, kind: str = "msm") 
       A :class:`Policy`. Results are cached: the same query never solves twice in one process.
 
     Raises:
-      ValueError: for a bad argument, or a budget below the least that ``kind`` can work with (the message
-        gives that least budget).
+      ValueError: for a bad argument (an unknown or unhashable ``kind`` included), or a budget below the least
+        that ``kind`` can work with (the message gives that least budget).
     """
-    t, m, alpha = _check_arguments(length, memory, alpha, kind)
+    t, m, alpha = _check_arguments(length, memory, alpha, kind)  # before the cache: arguments must be hashable
+    return _solve(t, m, alpha, kind)
+
+
+@functools.lru_cache(maxsize=256)
+def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
     if kind in ("hsm", "recompute"):
         s, i = 1, _INF
     else:
         s, i = _quantize(alpha)
-    q = math.floor(m * s + 1e-9)
+    if math.isinf(m):  # unlimited: enough to store every state the kind can use
+        q = _full_quanta(t, s, i, kind not in ("hsm", "recompute"))
+    else:
+        q = math.floor(m * s + 1e-9)
     least = min_memory(t, None, alpha=alpha, kind=kind)
     if q < round(least * s):
         raise ValueError(
@@ -260,30 +313,35 @@ def solve(length: int, memory: float, *, alpha: float = 1.0, kind: str = "msm") 
     if kind == "chen":
         segment, cost = _chen_segment(t, q, s, i)
         return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_chen_decide, t, segment))
-    internal_only = kind == "ism"
     q_table = min(q, _full_quanta(t, s, i, True))
-    table = _table(t, q_table, s, i, hidden=not internal_only, internal=True)
+    table = _table(t, q_table, s, i, hidden=kind == "msm", internal=True)
     cost = int(table.cost[t, q_table])
     return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_table_decide, table))
 
 
-def _table_decide(table: _Table, a: int, b: int, q: int) -> tuple[int, int]:
+solve.cache_clear = _solve.cache_clear
+solve.cache_info = _solve.cache_info
+
+
+def _table_decide(table: _Table, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
     q = min(q, table.cost.shape[1] - 1)
+    if freeable and table.free_code is not None:
+        return int(table.free_code[b - a, q]), int(table.free_split[b - a, q])
     return int(table.code[b - a, q]), int(table.split[b - a, q])
 
 
-def _hsm_decider(a: int, b: int, q: int) -> tuple[int, int]:
+def _hsm_decider(a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
     t = b - a
     if q <= 1:
         return _NOTHING, 0
     return _HIDDEN, _hsm_split(t, min(q, t))
 
 
-def _recompute_decider(a: int, b: int, q: int) -> tuple[int, int]:
+def _recompute_decider(a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
     return _NOTHING, 0
 
 
-def _store_all_decider(a: int, b: int, q: int) -> tuple[int, int]:
+def _store_all_decider(a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
     return _INTERNAL, 1
 
 
@@ -307,7 +365,7 @@ def _chen_segment(t: int, q: int, s: int, i: int) -> tuple[int, int]:
     return int(segment[best]), int(cost[best])
 
 
-def _chen_decide(t: int, segment: int, a: int, b: int, q: int) -> tuple[int, int]:
+def _chen_decide(t: int, segment: int, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
     last_start = (-(-t // segment) - 1) * segment
     if b == t and a < last_start:
         return _HIDDEN, segment  # a checkpoint at the next segment boundary
@@ -365,24 +423,42 @@ def min_memory(length: int, max_cost: int | None = None, *, alpha: float = 1.0, 
 def _emit(t: int, s: int, i: int, budget: int, decide: Decide) -> Schedule:
     """Flatten a policy's recursion (the ``BP`` procedure of the reference) into a :class:`Schedule`.
 
-    Runs iteratively with an explicit task stack, so the depth of the recursion is not limited by Python's.
+    Runs iteratively with an explicit task stack, so the depth of the recursion is not limited by Python's. A
+    sub-problem whose start is a hidden checkpoint pushed by an ancestor (never ``h_0``, never a start inside an
+    internal state) is *freeable*: its decisions come from the table ``F``, and its spent option restores the
+    start, frees it and stores ``I_{a+1}`` at the start's offset; the ancestor's own free of that checkpoint is
+    then skipped. Peephole: a ``SAVE_HIDDEN`` immediately followed by a ``FREE`` of the same offset (a checkpoint
+    spent right after it was stored, which ties with storing the internal state directly) is dropped, so the
+    first sweep never stores a state that it frees at once.
     """
     rows: list[tuple[int, int, int, int]] = []
     register = 0
     top = 0  # quanta in use on the stack (the initial state lives outside it)
-    tasks: list[tuple] = [("bp", 0, t, budget, Op.RESTORE_HIDDEN, -1)]
+    # ("bp", a, b, q, restore, source, owner): owner is None for a fixed start, or the one-element list shared
+    # with the ancestor's ("free", offset, size, owner) task of a freeable start: True once the start was spent.
+    tasks: list[tuple] = [("bp", 0, t, budget, Op.RESTORE_HIDDEN, -1, None)]
+
+    def free(offset, size):
+        nonlocal top
+        last = rows[-1] if rows else None
+        if last is not None and last[0] == Op.SAVE_HIDDEN and last[3] == offset and size == s:
+            rows.pop()  # stored and freed at once: neither is needed
+        else:
+            rows.append((Op.FREE, 0, size, offset))
+        top -= size
+
     while tasks:
         task = tasks.pop()
         if task[0] == "free":
-            _, offset, size = task
-            rows.append((Op.FREE, 0, size, offset))
-            top -= size
+            _, offset, size, owner = task
+            if owner is None or not owner[0]:
+                free(offset, size)
             continue
         if task[0] == "backward_stored":
             _, position, offset = task
             rows.append((Op.BACKWARD_STORED, position, position, offset))
             continue
-        _, a, b, q, restore, source = task
+        _, a, b, q, restore, source, owner = task
         n = b - a
         if n == 0:
             continue
@@ -400,20 +476,32 @@ def _emit(t: int, s: int, i: int, budget: int, decide: Decide) -> Schedule:
             rows.append((Op.BACKWARD, a, a + 1, -1))
             register = None
             continue
-        option, y = decide(a, b, q)
+        option, y = decide(a, b, q, owner is not None)
         if option == _HIDDEN:
             at(a + y)
             rows.append((Op.SAVE_HIDDEN, a + y, a + y, top))
-            tasks += [("bp", a, a + y, q, restore, source), ("free", top, s),
-                      ("bp", a + y, b, q - s, Op.RESTORE_HIDDEN, top)]
+            checkpoint = [False]
+            tasks += [("bp", a, a + y, q, restore, source, owner), ("free", top, s, checkpoint),
+                      ("bp", a + y, b, q - s, Op.RESTORE_HIDDEN, top, checkpoint)]
             top += s
         elif option == _INTERNAL and y < n:
             at(a + y - 1)
             rows.append((Op.SAVE_INTERNAL, a + y - 1, a + y, top))
             register = a + y
-            tasks += [("bp", a, a + y - 1, q, restore, source), ("free", top, i),
-                      ("backward_stored", a + y, top), ("bp", a + y, b, q - i, Op.RESTORE_INTERNAL, top)]
+            tasks += [("bp", a, a + y - 1, q, restore, source, owner), ("free", top, i, None),
+                      ("backward_stored", a + y, top), ("bp", a + y, b, q - i, Op.RESTORE_INTERNAL, top, None)]
             top += i
+        elif option == _SPENT:  # the start h_a is loaded for the last time: free it, store I_{a+1} in its place
+            if owner is None or top != source + s:
+                raise AssertionError("spent option on a start that is not the freeable top of the stack")
+            at(a)
+            free(source, s)
+            owner[0] = True
+            rows.append((Op.SAVE_INTERNAL, a, a + 1, source))
+            register = a + 1
+            tasks += [("free", source, i, None), ("backward_stored", a + 1, source),
+                      ("bp", a + 1, b, q - i + s, Op.RESTORE_INTERNAL, source, None)]
+            top = source + i
         else:  # store nothing: re-advance from the start for every step, last step first
             for k in range(b, a, -1):
                 at(k - 1)
