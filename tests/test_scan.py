@@ -1,0 +1,453 @@
+"""memjax.scan must show: lax.scan's values and gradients for every kind and budget, the planned number of step
+evaluations, XLA memory that falls with the budget, a program that does not grow with the length, and the
+transformations users combine it with.
+
+Cost note: every case is dominated by one XLA compilation (about 2 s on the shared CI cores), so models are tiny
+and each compiled result is cached and shared between the tests that check it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import memjax
+from helpers import (Counter, assert_trees_close, counted, gru_init, gru_params, gru_step, lax_scan, least_bytes,
+                     least_bytes_traced, lstm_init, lstm_params, lstm_step, scalar_of, scan_loss, value_and_grads)
+
+B, H, NIN, T = 2, 4, 3, 16
+KEY = jax.random.PRNGKey(0)
+P = lstm_params(jax.random.fold_in(KEY, 1), NIN, H)
+INIT = lstm_init(B, H, key=jax.random.fold_in(KEY, 2))
+XS = jax.random.normal(jax.random.fold_in(KEY, 3), (T, B, NIN))
+
+
+def lstm_f(params=P):
+    return functools.partial(lstm_step, params)
+
+
+def resolve(memory, kind, step=lstm_step, params=P, init=INIT, xs=XS, length=None):
+    """``"least"`` becomes the least budget in bytes that memjax names for ``kind`` when the scan runs under a
+    transformation (params, init and xs traced); anything else is returned as it is."""
+    if memory == "least":
+        return least_bytes_traced(step, params, init, xs, length, kind=kind)
+    return memory
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# LSTM: every kind, budgets from the least to store-all in every accepted notation
+# ------------------------------------------------------------------------------------------------------------------
+
+# store_all of this LSTM is 64 + 15 * 472 = 7144 bytes: "3KiB" and "5%" (357 bytes) lie between least and store_all
+LSTM_CASES = [
+    ("msm", "least"), ("msm", "3KiB"), ("msm", "5%"), ("msm", 0.3), ("msm", 1.0), ("msm", None),
+    ("hsm", "least"), ("hsm", 0.5),
+    ("ism", "least"), ("ism", 0.5),
+    ("chen", "least"),
+    ("recompute", "least"),
+    ("store_all", 1.0), ("store_all", None),
+    ("auto", 0.3),  # scan's extra kind: the candidate with the least predicted time
+]
+assert {kind for kind, _ in LSTM_CASES} >= set(memjax.KINDS)
+
+
+@functools.lru_cache(maxsize=None)
+def lstm_reference():
+    """lax.scan's values and gradients, and how many times its gradient evaluates the step."""
+    counter = Counter()
+    out, grads = value_and_grads(lax_scan, counted(lstm_step, counter), P, INIT, XS)
+    jax.effects_barrier()
+    return out, grads, counter.count
+
+
+@functools.lru_cache(maxsize=None)
+def lstm_memjax(kind, memory):
+    """memjax's values and gradients, the step evaluations of one value_and_grad, and the plan made for the very
+    step function (and traced parameters) being differentiated."""
+    memory = resolve(memory, kind)
+    counter = Counter()
+    step = counted(lstm_step, counter)
+    plans = []
+
+    def loss(params, init, xs):
+        f = functools.partial(step, params)
+        plans.append(memjax.plan_scan(f, init, xs, memory=memory, kind=kind))
+        carry, ys = memjax.scan(f, init, xs, memory=memory, kind=kind)
+        return scalar_of((carry, ys)), (carry, ys)
+
+    fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+    (_, out), grads = fn(P, INIT, XS)
+    jax.block_until_ready(grads)
+    jax.effects_barrier()
+    assert len(plans) == 1
+    return jax.device_get(out), jax.device_get(grads), counter.count, plans[0]
+
+
+@pytest.mark.parametrize("kind,memory", LSTM_CASES)
+def test_lstm_values_and_gradients_match_lax_scan(kind, memory):
+    out, grads, _, _ = lstm_memjax(kind, memory)
+    ref_out, ref_grads, _ = lstm_reference()
+    assert_trees_close(out, ref_out, rtol=1e-5, what="(carry, ys)")
+    assert_trees_close(grads, ref_grads, rtol=1e-5, what="grad (params, init, xs)")
+
+
+@pytest.mark.parametrize("kind,memory", LSTM_CASES)
+def test_step_evaluations_equal_planned_forward_count(kind, memory):
+    _, _, count, plan = lstm_memjax(kind, memory)
+    assert plan.length == T and (plan.kind == kind or kind == "auto" and plan.kind in memjax.KINDS)
+    assert count == plan.forward_count, (
+        f"one value_and_grad evaluated the step {count} times; plan_scan predicted {plan.forward_count}")
+    if kind not in ("store_all",):
+        assert plan.policy is not None and plan.forward_count == plan.policy.cost
+
+
+def test_lax_scan_gradient_evaluates_each_step_once():
+    """Sanity check of the counting method itself."""
+    assert lstm_reference()[2] == T
+
+
+@pytest.mark.parametrize("kind,memory", [("msm", 0.3), ("chen", 1.0)])
+def test_plan_with_concrete_arguments_is_the_plan_used_under_grad(kind, memory):
+    """explain()/plan_scan() called outside jax.grad must measure what scan uses inside it."""
+    concrete = memjax.plan_scan(lstm_f(), INIT, XS, memory=memory, kind=kind)
+    traced = []
+
+    def loss(params):
+        traced.append(memjax.plan_scan(functools.partial(lstm_step, params), INIT, XS, memory=memory, kind=kind))
+        return jnp.zeros(())
+
+    jax.grad(loss)(P)
+    assert (concrete.sizes.residual_bytes, concrete.sizes.internal_bytes, concrete.budget_bytes,
+            concrete.forward_count) == (traced[0].sizes.residual_bytes, traced[0].sizes.internal_bytes,
+                                        traced[0].budget_bytes, traced[0].forward_count)
+    assert least_bytes(lstm_f(), INIT, XS, kind=kind) == least_bytes_traced(lstm_step, P, INIT, XS, kind=kind)
+
+
+def test_least_budget_is_exact_and_lies_below_store_all():
+    f = lstm_f()
+    store_all = memjax.plan_scan(f, INIT, XS, memory=1.0).store_all_bytes
+    for kind in ("msm", "hsm", "ism", "recompute", "chen"):
+        least = least_bytes(f, INIT, XS, kind=kind)
+        assert 0 < least < store_all, (kind, least, store_all)
+        plan = memjax.plan_scan(f, INIT, XS, memory=least, kind=kind)
+        assert plan.budget_bytes == least and plan.stored_bytes <= least
+    assert least_bytes(f, INIT, XS, kind="store_all") == store_all
+
+
+@pytest.mark.parametrize("kind", ["msm", "hsm", "ism", "chen"])
+def test_forward_count_never_rises_with_the_budget(kind):
+    f = lstm_f()
+    least = least_bytes(f, INIT, XS, kind=kind)
+    store_all = memjax.plan_scan(f, INIT, XS, memory=1.0, kind=kind).store_all_bytes
+    budgets = np.unique(np.linspace(least, store_all, 12).astype(int))
+    counts = []
+    for budget in budgets:
+        plan = memjax.plan_scan(f, INIT, XS, memory=int(budget), kind=kind)
+        assert plan.stored_bytes <= plan.budget_bytes == int(budget)
+        counts.append(plan.forward_count)
+    assert all(a >= b for a, b in zip(counts, counts[1:])), dict(zip(budgets.tolist(), counts))
+    assert counts[0] > T  # the least budget recomputes
+    if kind in ("msm", "ism"):
+        assert counts[-1] == T  # everything fits: nothing recomputed
+
+
+def test_budget_notations_resolve_to_bytes():
+    f = lstm_f()
+    store_all = memjax.plan_scan(f, INIT, XS, memory=1.0).store_all_bytes
+    assert memjax.plan_scan(f, INIT, XS, memory=2000).budget_bytes == 2000
+    assert memjax.plan_scan(f, INIT, XS, memory="3KiB").budget_bytes == 3072
+    assert memjax.plan_scan(f, INIT, XS, memory="5%").budget_bytes == int(0.05 * store_all)
+    assert memjax.plan_scan(f, INIT, XS, memory=0.3).budget_bytes == int(0.3 * store_all)
+    assert memjax.plan_scan(f, INIT, XS, memory=1.0).budget_bytes == store_all
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# float64
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,memory", [("msm", "least")])
+def test_lstm_float64_matches_lax_scan(kind, memory):
+    with jax.enable_x64(True):
+        p = lstm_params(jax.random.fold_in(KEY, 1), NIN, H, jnp.float64)
+        init = lstm_init(B, H, jnp.float64, key=jax.random.fold_in(KEY, 2))
+        xs = jax.random.normal(jax.random.fold_in(KEY, 3), (T, B, NIN), jnp.float64)
+        memory = resolve(memory, kind, lstm_step, p, init, xs)
+        out, grads = value_and_grads(memjax.scan, lstm_step, p, init, xs, memory=memory, kind=kind)
+        ref_out, ref_grads = value_and_grads(lax_scan, lstm_step, p, init, xs)
+    assert np.asarray(grads[0]["W"]).dtype == np.float64
+    assert_trees_close(out, ref_out, rtol=1e-10, what="(carry, ys)")
+    assert_trees_close(grads, ref_grads, rtol=1e-10, what="grad")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Pytrees, integer carries, xs=None, reverse, unroll, None in ys, lengths 0, 1, 2
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_gru_dict_carry_with_int_counter():
+    p = gru_params(jax.random.fold_in(KEY, 4), NIN, H)
+    init = gru_init(B, H, key=jax.random.fold_in(KEY, 5))
+    memory = least_bytes_traced(gru_step, p, init, XS) + 300
+    out, grads = value_and_grads(memjax.scan, gru_step, p, init, XS, memory=memory)
+    ref_out, ref_grads = value_and_grads(lax_scan, gru_step, p, init, XS)
+    assert_trees_close(out, ref_out, what="(carry, ys)")
+    assert_trees_close(grads, ref_grads, what="grad")
+    assert int(out[0]["n"]) == 3 + T
+    np.testing.assert_array_equal(out[1]["n"], 3 + np.arange(T))
+    assert grads[1]["n"].dtype == jax.dtypes.float0 and grads[1]["n"].shape == ()
+
+
+def autonomous_step(params, carry, x):
+    """An LSTM fed with its own state: no xs."""
+    assert x is None
+    return lstm_step(params, carry, jnp.tanh(carry[0][:, :NIN]) + 0.5)
+
+
+@pytest.mark.parametrize("kind", ["msm"])
+def test_xs_none_with_length(kind):
+    memory = resolve("least", kind, autonomous_step, P, INIT, None, T)
+    out, grads = value_and_grads(memjax.scan, autonomous_step, P, INIT, None, length=T, memory=memory, kind=kind)
+    ref_out, ref_grads = value_and_grads(lax_scan, autonomous_step, P, INIT, None, length=T)
+    assert_trees_close(out, ref_out, what="(carry, ys)")
+    assert_trees_close(grads, ref_grads, what="grad")
+    assert out[1].shape == (T, B, H)
+
+
+@pytest.mark.parametrize("kind,memory", [("msm", "least"), ("ism", 0.5)])
+def test_reverse(kind, memory):
+    memory = resolve(memory, kind)
+    out, grads = value_and_grads(memjax.scan, lstm_step, P, INIT, XS, reverse=True, memory=memory, kind=kind)
+    ref_out, ref_grads = value_and_grads(lax_scan, lstm_step, P, INIT, XS, reverse=True)
+    assert_trees_close(out, ref_out, what="(carry, ys)")
+    assert_trees_close(grads, ref_grads, what="grad")
+    # and it really is reversed: not the forward scan's result
+    assert not np.allclose(out[0][0], lstm_reference()[0][0][0])
+
+
+@pytest.mark.parametrize("unroll", [2, True])
+def test_unroll(unroll):
+    out, grads = value_and_grads(memjax.scan, lstm_step, P, INIT, XS, unroll=unroll, memory=0.3)
+    ref_out, ref_grads = value_and_grads(lax_scan, lstm_step, P, INIT, XS, unroll=unroll)
+    assert_trees_close(out, ref_out, what="(carry, ys)")
+    assert_trees_close(grads, ref_grads, what="grad")
+
+
+def step_with_none_outputs(params, carry, x):
+    (h, c), _ = lstm_step(params, carry, x)
+    return (h, c), {"h": h, "nothing": None, "pair": (None, jnp.sum(c, axis=-1)), "empty": ()}
+
+
+def test_ys_pytree_with_none_leaves():
+    out, grads = value_and_grads(memjax.scan, step_with_none_outputs, P, INIT, XS, memory=0.3)
+    ref_out, ref_grads = value_and_grads(lax_scan, step_with_none_outputs, P, INIT, XS)
+    assert_trees_close(out, ref_out, what="(carry, ys)")
+    assert_trees_close(grads, ref_grads, what="grad")
+    assert out[1]["nothing"] is None and out[1]["pair"][0] is None and out[1]["pair"][1].shape == (T, B)
+
+
+@pytest.mark.parametrize("length,kind,memory", [
+    (0, "msm", None), (0, "msm", 1.0), (0, "hsm", "least"),
+    (1, "msm", None), (1, "msm", 1.0), (1, "hsm", "least"),
+    (2, "msm", "least"), (2, "hsm", "least"),
+])
+def test_short_lengths(length, kind, memory):
+    xs = XS[:length]
+    memory = resolve(memory, kind, xs=xs)
+    out, grads = value_and_grads(memjax.scan, lstm_step, P, INIT, xs, memory=memory, kind=kind)
+    ref_out, ref_grads = value_and_grads(lax_scan, lstm_step, P, INIT, xs)
+    assert_trees_close(out, ref_out, what="(carry, ys)")
+    assert_trees_close(grads, ref_grads, what="grad")
+    assert out[1].shape == (length, B, H) and grads[2].shape == (length, B, NIN)
+
+
+@pytest.mark.parametrize("length", [0, 1])
+def test_short_lengths_without_xs(length):
+    out, grads = value_and_grads(memjax.scan, autonomous_step, P, INIT, None, length=length, memory=1.0)
+    ref_out, ref_grads = value_and_grads(lax_scan, autonomous_step, P, INIT, None, length=length)
+    assert_trees_close(out, ref_out, what="(carry, ys)")
+    assert_trees_close(grads, ref_grads, what="grad")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# XLA memory and program size
+# ------------------------------------------------------------------------------------------------------------------
+
+MEM_B, MEM_H, MEM_T = 4, 32, 1000
+MEM_BUDGETS = (0.5, 0.2, 0.05, 0.02)
+
+
+@functools.lru_cache(maxsize=None)
+def _memory_model():
+    p = lstm_params(jax.random.fold_in(KEY, 7), MEM_H, MEM_H)
+    xs = jax.random.normal(jax.random.fold_in(KEY, 8), (MEM_T, MEM_B, MEM_H))
+    return p, lstm_init(MEM_B, MEM_H), xs
+
+
+def _memory_loss(params, init, xs, memory):
+    carry, ys = memjax.scan(functools.partial(lstm_step, params), init, xs, memory=memory)
+    return jnp.sum(ys ** 2) + jnp.sum(carry[1])
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_temp_bytes(memory):
+    p, init, xs = _memory_model()
+    compiled = jax.jit(jax.grad(_memory_loss), static_argnums=3).lower(p, init, xs, memory).compile()
+    explanation = memjax.explain(functools.partial(lstm_step, p), init, xs, memory=memory, verbose=False)
+    return compiled.memory_analysis().temp_size_in_bytes, explanation
+
+
+def test_xla_temp_memory_falls_with_the_budget():
+    temps = [compiled_temp_bytes(m)[0] for m in MEM_BUDGETS]
+    assert all(a > b for a, b in zip(temps, temps[1:])), dict(zip(MEM_BUDGETS, temps))
+
+
+def _check_temp_bound(memory, temp, explanation):
+    bound = 1.1 * (explanation.budget_bytes + explanation.working_bytes)
+    assert temp <= bound, (
+        f"memory={memory}: XLA temp {temp} bytes > 1.1 * (budget {explanation.budget_bytes} + working "
+        f"{explanation.working_bytes}) = {bound:.0f} (ratio {temp / (bound / 1.1):.4f})")
+
+
+@pytest.mark.parametrize("memory", MEM_BUDGETS)
+def test_xla_temp_memory_within_budget_plus_working_set(memory):
+    """Against explain() called with the same (concrete) arguments, as a user would call it."""
+    temp, explanation = compiled_temp_bytes(memory)
+    bound = 1.1 * (explanation.budget_bytes + explanation.working_bytes)
+    assert temp <= bound, (
+        f"memory={memory}: XLA temp {temp} bytes > 1.1 * (budget {explanation.budget_bytes} + working "
+        f"{explanation.working_bytes}) = {bound:.0f} (ratio {temp / (bound / 1.1):.4f})")
+
+
+def _hlo_size(length, kind, memory):
+    p = lstm_params(jax.random.fold_in(KEY, 9), NIN, H)
+    xs = jnp.ones((length, B, NIN))
+
+    def loss(params, xs):
+        carry, ys = memjax.scan(functools.partial(lstm_step, params), lstm_init(B, H), xs, memory=memory, kind=kind)
+        return jnp.sum(ys ** 2)
+
+    return len(jax.jit(jax.grad(loss)).lower(p, xs).as_text())
+
+
+HLO_GROWS = ("the backward schedule is embedded in the program as O(length) dense integer constants (the "
+             "executor's action tables), so the lowered text grows linearly with T: LSTM B=2 H=4, hsm at 5%: "
+             "T=100 75465 chars, T=10^4 1265290 chars (16.8x)")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=HLO_GROWS)
+def test_hlo_size_does_not_grow_with_length_hsm():
+    small, large = _hlo_size(100, "hsm", 0.05), _hlo_size(10**4, "hsm", 0.05)
+    assert large <= 1.5 * small, f"T=100: {small} chars, T=10^4: {large} chars ({large / small:.1f}x)"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=HLO_GROWS)
+def test_hlo_size_does_not_grow_with_length_msm():
+    # msm's solver takes seconds to minutes at T=10^4 (minutes with the default budget): slow. The same budget in
+    # bytes (32 carries) for both lengths.
+    small, large = _hlo_size(100, "msm", 2048), _hlo_size(10**4, "msm", 2048)
+    assert large <= 1.5 * small, f"T=100: {small} chars, T=10^4: {large} chars ({large / small:.1f}x)"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Transformations: jit, vmap, forward-over-reverse; forward mode and reverse-over-reverse refuse
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _loss(scan_fn, params, init, xs, **kwargs):
+    return scan_loss(scan_fn, lstm_step, params, init, xs, **kwargs)[0]
+
+
+def test_jit_of_scan_values():
+    out = jax.jit(lambda p, i, x: memjax.scan(functools.partial(lstm_step, p), i, x, memory=0.3))(P, INIT, XS)
+    assert_trees_close(jax.device_get(out), lstm_reference()[0], what="(carry, ys)")
+
+
+def test_vmap_over_a_batch_of_sequences():
+    xsb = jax.random.normal(jax.random.fold_in(KEY, 10), (3, T, B, NIN))
+
+    def run(scan_fn, **kw):
+        fn = jax.value_and_grad(lambda p, xs: _loss(scan_fn, p, INIT, xs, **kw))
+        return jax.device_get(jax.jit(jax.vmap(fn, in_axes=(None, 0)))(P, xsb))
+
+    assert_trees_close(run(memjax.scan, memory=0.3, kind="msm"), run(lax_scan), what="vmap(value_and_grad)")
+
+
+def test_vmap_over_parameters():
+    pb = jax.tree_util.tree_map(lambda a: jnp.stack([a, 0.5 * a, -a]), P)
+
+    def run(scan_fn, **kw):
+        fn = jax.value_and_grad(lambda p, init: _loss(scan_fn, p, init, XS, **kw), argnums=(0, 1))
+        return jax.device_get(jax.jit(jax.vmap(fn, in_axes=(0, None)))(pb, INIT))
+
+    least = least_bytes_traced(lstm_step, P, INIT, XS, kind="hsm")
+    assert_trees_close(run(memjax.scan, memory=least, kind="hsm"), run(lax_scan), what="vmap(value_and_grad)")
+
+
+def test_hessian_vector_product_forward_over_reverse():
+    v = jax.tree_util.tree_map(lambda a: jnp.cos(3 * a), P)
+
+    def hvp(scan_fn, **kw):
+        grad = jax.grad(lambda p: _loss(scan_fn, p, INIT, XS, **kw))
+        return jax.device_get(jax.jit(lambda p, v: jax.jvp(grad, (p,), (v,)))(P, v))
+
+    assert_trees_close(hvp(memjax.scan, memory=0.3), hvp(lax_scan), what="(grad, hvp)")
+
+
+def test_jvp_of_scan_raises_type_error_pointing_to_forward_over_reverse():
+    with pytest.raises(TypeError) as info:
+        jax.jvp(lambda init: memjax.scan(lstm_f(), init, XS, memory=0.3)[0], (INIT,), (INIT,))
+    message = str(info.value)
+    assert "forward-over-reverse" in message or "jax.jvp of jax.grad" in message, message
+
+
+def test_reverse_over_reverse_raises():
+    def grad_norm(p):
+        return scalar_of(jax.grad(lambda q: _loss(memjax.scan, q, INIT, XS, memory=0.3, kind="msm"))(p))
+
+    with pytest.raises(Exception):
+        jax.jit(jax.grad(grad_norm))(P)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# explain
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,memory", [("msm", "least"), ("msm", 0.3), ("msm", None), ("hsm", 0.5),
+                                         ("ism", "2KiB"), ("chen", 1.0), ("recompute", "least"), ("store_all", None)])
+def test_explain_is_consistent_with_the_plan(kind, memory, capsys):
+    if memory == "least":
+        memory = least_bytes(lstm_f(), INIT, XS, kind=kind)
+    e = memjax.explain(lstm_f(), INIT, XS, memory=memory, kind=kind, verbose=False)
+    assert capsys.readouterr().out == ""
+    plan = memjax.plan_scan(lstm_f(), INIT, XS, memory=memory, kind=kind)
+    assert isinstance(e, memjax.Explanation)
+    assert e.budget_bytes == plan.budget_bytes
+    assert 0 < e.stored_bytes <= e.budget_bytes
+    assert e.stored_bytes <= e.store_all_bytes or kind == "store_all"
+    assert e.store_all_bytes == plan.store_all_bytes
+    assert e.forwards_per_step == pytest.approx(plan.forward_count / T, rel=1e-12)
+    assert e.forwards_per_step >= 1
+    assert e.carry_bytes == 2 * B * H * 4
+    assert e.alpha == pytest.approx(e.internal_bytes / e.carry_bytes)
+    assert e.working_bytes > 0
+    assert e.plan.forward_count == plan.forward_count
+    text = str(e)
+    assert "policy" in text
+    memjax.explain(lstm_f(), INIT, XS, memory=memory, kind=kind, verbose=True)
+    assert capsys.readouterr().out.strip() == text.strip()
+
+
+def test_length_zero_reports_no_negative_bytes():
+    f = lambda c, x: (jnp.sin(c) * x, x)  # noqa: E731  (has residuals, so internal > carry)
+    init, xs = jnp.zeros(3), jnp.zeros((0, 3))
+    plan = memjax.plan_scan(f, init, xs, memory=1.0)
+    e = memjax.explain(f, init, xs, memory=1.0, verbose=False)
+    assert plan.store_all_bytes >= 0 and plan.stored_bytes >= 0, (plan.store_all_bytes, plan.stored_bytes)
+    assert e.store_all_bytes >= 0 and 0 <= e.stored_bytes <= e.budget_bytes
