@@ -455,7 +455,7 @@ class _Runner:
             return (new, pools, ys), None
 
         # Steps 1..t-1 in a scan, then step t under jax.vjp: its residuals start the backward sweep.
-        steps = np.arange(1, t, dtype=np.int32)
+        steps = jax.lax.iota(jnp.int32, t - 1) + 1  # an iota, not a length-t constant in the program
         state = (init, layout.zeros(self.plan.schedule.stack_quanta), ys)
         (carry, pools, ys), _ = jax.lax.scan(body, state, (steps, tables.save_hidden[: t - 1],
                                                            tables.save_internal[: t - 1]), unroll=self.unroll)

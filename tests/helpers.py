@@ -244,3 +244,16 @@ def counted(step, counter: Counter):
         return step(params, carry, x)
 
     return wrapped
+
+
+_TABLE_PAYLOAD = re.compile(r'dense<"0x([0-9A-Fa-f]+)">')
+
+
+def program_size(lowered_text: str) -> tuple[int, int]:
+    """(characters of the lowered program with large constant payloads elided, bytes of those payloads).
+
+    memjax embeds its schedule as integer tables: data whose size is O(length) (16 bytes per action and 8 per
+    step), while the program itself (instructions, traces of the step) must not grow with the length.
+    """
+    payload = sum(len(m.group(1)) // 2 for m in _TABLE_PAYLOAD.finditer(lowered_text))
+    return len(_TABLE_PAYLOAD.sub('dense<"0x">', lowered_text)), payload
