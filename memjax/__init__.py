@@ -11,6 +11,8 @@ from memjax._cost import StepCosts, estimate_step_costs, predict_seconds
 from memjax._scan import SCAN_KINDS, ScanPlan, plan_scan, scan
 from memjax._schedule import Op, Schedule, ScheduleError, simulate
 from memjax._solver import KINDS, Policy, hsm_cost, min_memory, solve
+from memjax._train import (TrainState, init_train_state, latest_checkpoint, load_checkpoint, make_train_step,
+                           save_checkpoint, train)
 
 __version__ = "0.1.0"
 
@@ -18,6 +20,7 @@ __all__ = [
     "KINDS",
     "SCAN_KINDS",
     "StepCosts",
+    "TrainState",
     "Explanation",
     "Op",
     "Policy",
@@ -28,11 +31,17 @@ __all__ = [
     "explain",
     "format_bytes",
     "hsm_cost",
+    "init_train_state",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "make_train_step",
     "min_memory",
     "parse_budget",
     "plan_scan",
     "predict_seconds",
+    "save_checkpoint",
     "scan",
     "simulate",
     "solve",
+    "train",
 ]
