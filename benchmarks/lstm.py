@@ -1,0 +1,257 @@
+"""Gradient memory and time of an LSTM (or GRU) scan: memjax against jax.lax.scan and its peers.
+
+The setting of Gruslys et al. (2016, section 5): an LSTM with 256 inputs and 256 units, batch 64, sequences of
+T = 100 .. 10,000 steps. The loss is computed inside the scan body (the sum over steps of a per-step scalar,
+``mean(h_t ** 2)``) and differentiated with respect to the parameters. Methods:
+
+* ``jax.lax.scan`` (stores every step's residuals; the reference),
+* ``jax.lax.scan`` over ``jax.checkpoint(body)`` (stores carries, recomputes each step once),
+* the same with ``policy=save_only_these_names('gates')`` (saves the gate pre-activations as well),
+* Chen et al.'s sqrt(T) scheme written by hand: an outer scan over segments whose inner scans are
+  ``jax.checkpoint``-ed (``nested_checkpoint_scan`` from jax issue #2139, two levels),
+* ``flax.linen.remat_scan`` with the same two levels (carry-only: the inputs are read by a step index carried
+  along and the loss is accumulated in the carry),
+* ``equinox.internal.scan(kind="checkpointed")`` with sqrt(T), 5% of T and "all" checkpoints,
+* ``memjax.scan`` at 1, 2, 5, 10 and 20% of store-all memory for kinds msm and hsm, with its default budget
+  (the least memory for two forwards per step) and with ``kind="store_all"``.
+
+    python benchmarks/lstm.py [--cell lstm|gru] [--T 1000] [--batch 64] [--hidden 256] [--repeats 5]
+                              [--png pareto.png] [--quick]
+
+Prints a markdown table to stdout (progress goes to stderr). Run on a loaded machine, compare ratios, not seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+import common
+import memjax
+
+# -- cells ------------------------------------------------------------------------------------------------------
+
+
+def init_params(cell: str, key, inputs: int, hidden: int) -> dict:
+    """Parameters of an LSTM (4 gates) or GRU (3 gates), uniform in +-1/sqrt(hidden) as in PyTorch."""
+    gates = {"lstm": 4, "gru": 3}[cell]
+    scale = 1.0 / math.sqrt(hidden)
+    k1, k2, k3 = jax.random.split(key, 3)
+    uniform = functools.partial(jax.random.uniform, minval=-scale, maxval=scale)
+    params = {"wx": uniform(k1, (inputs, gates * hidden)), "wh": uniform(k2, (hidden, gates * hidden)),
+              "b": uniform(k3, (gates * hidden,))}
+    if cell == "gru":
+        params["bh"] = jnp.zeros((hidden,))
+    return params
+
+
+def lstm_step(params, carry, x):
+    """One LSTM step and its loss term ``mean(h ** 2)``; the gate pre-activations are named ``"gates"``."""
+    h, c = carry
+    gates = checkpoint_name(x @ params["wx"] + h @ params["wh"] + params["b"], "gates")
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return (h, c), jnp.mean(h * h)
+
+
+def gru_step(params, carry, x):
+    """One GRU step (PyTorch's convention: the reset gate multiplies ``W_hn h + b_hn``) and ``mean(h ** 2)``."""
+    (h,) = carry
+    hidden = h.shape[-1]
+    gx = checkpoint_name(x @ params["wx"] + params["b"], "gates")
+    gh = checkpoint_name(h @ params["wh"], "gates")
+    r = jax.nn.sigmoid(gx[..., :hidden] + gh[..., :hidden])
+    z = jax.nn.sigmoid(gx[..., hidden:2 * hidden] + gh[..., hidden:2 * hidden])
+    n = jnp.tanh(gx[..., 2 * hidden:] + r * (gh[..., 2 * hidden:] + params["bh"]))
+    h = (1 - z) * n + z * h
+    return (h,), jnp.mean(h * h)
+
+
+CELLS = {"lstm": (lstm_step, 2), "gru": (gru_step, 1)}  # step, number of (B, H) arrays in the carry
+
+
+# -- methods ----------------------------------------------------------------------------------------------------
+
+
+def near_sqrt_factors(length: int) -> tuple[int, int]:
+    """``(segments, segment_length)`` with product ``length`` and both as close to sqrt(length) as possible."""
+    best = min((d for d in range(1, length + 1) if length % d == 0), key=lambda d: abs(d - math.sqrt(length)))
+    return length // best, best
+
+
+def chen_scan(step, params, init, xs, segments: int, segment: int):
+    """Chen et al.'s sqrt(T) scheme by hand: an outer scan over ``segments`` checkpointed inner scans."""
+
+    @jax.checkpoint
+    def run_segment(params, carry, xs_segment):
+        return jax.lax.scan(lambda c, x: step(params, c, x), carry, xs_segment)
+
+    def outer(carry, xs_segment):
+        return run_segment(params, carry, xs_segment)
+
+    xs_segments = jax.tree_util.tree_map(lambda a: a.reshape(segments, segment, *a.shape[1:]), xs)
+    carry, ys = jax.lax.scan(outer, init, xs_segments)
+    return carry, ys.reshape(-1)
+
+
+def flax_remat_scan_loss(step, segments: int, segment: int):
+    """The loss with ``flax.linen.remat_scan(lengths=(segments, segment))``, or ``None`` without flax.
+
+    ``remat_scan`` scans a carry only (no ``xs``, no ``ys``): the step reads its input at a step index carried
+    along, and the per-step losses are summed into the carry.
+    """
+    try:
+        import flax.linen as nn
+    except ImportError:  # pragma: no cover
+        return None
+
+    class Step(nn.Module):
+        step_fn: object
+        params: object
+        xs: object
+
+        def __call__(self, carry):
+            state, index, total = carry
+            x = jax.lax.dynamic_index_in_dim(self.xs, index, keepdims=False)
+            state, y = self.step_fn(self.params, state, x)
+            return state, index + 1, total + y
+
+    Stack = nn.remat_scan(Step, lengths=(segments, segment))
+
+    def loss(params, init, xs):
+        carry = (init, jnp.zeros((), jnp.int32), jnp.zeros((), xs.dtype))
+        return Stack(step, params, xs).apply({}, carry)[2]
+
+    return loss
+
+
+def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10, 0.20),
+                  kinds=("msm", "hsm"), equinox_checkpoints=None) -> list[common.Method]:
+    """Every method of the benchmark, each as ``loss(params, init, xs)``."""
+    step, _ = CELLS[cell]
+    length = xs.shape[0]
+
+    def scan_loss(scan):
+        def loss(params, init, xs):
+            return jnp.sum(scan(lambda c, x: step(params, c, x), init, xs)[1])
+        return loss
+
+    checkpointed = jax.checkpoint(step)
+    gates_saved = jax.checkpoint(step, policy=jax.checkpoint_policies.save_only_these_names("gates"))
+    segments, segment = near_sqrt_factors(length)
+    methods = [
+        common.Method("jax.lax.scan", scan_loss(jax.lax.scan), 1.0),
+        common.Method("lax.scan + checkpoint(body)",
+                      lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: checkpointed(p, c, z), i, x)[1]), 2.0,
+                      "stores every carry"),
+        common.Method("lax.scan + checkpoint(save 'gates')",
+                      lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: gates_saved(p, c, z), i, x)[1]), None,
+                      "stores carries and gate pre-activations; recomputes the nonlinearities"),
+        common.Method(f"chen nested remat ({segments}x{segment})",
+                      lambda p, i, x: jnp.sum(chen_scan(step, p, i, x, segments, segment)[1]), 2.0,
+                      "hand-rolled: outer scan over checkpointed inner scans"),
+    ]
+    flax_loss = flax_remat_scan_loss(step, segments, segment)
+    if flax_loss is None:
+        methods.append(common.Method(f"flax remat_scan ({segments}x{segment})", None, None, "flax not installed"))
+    else:
+        methods.append(common.Method(f"flax remat_scan ({segments}x{segment})", flax_loss, 2.0,
+                                     "carry-only: inputs read by a carried index, loss summed in the carry"))
+    try:
+        import equinox.internal as eqxi
+    except ImportError:  # pragma: no cover
+        eqxi = None
+    if equinox_checkpoints is None:
+        equinox_checkpoints = sorted({max(2, round(math.sqrt(length))), max(2, round(0.05 * length))}) + ["all"]
+    for checkpoints in equinox_checkpoints:
+        name = f"equinox checkpointed ({checkpoints})"
+        if eqxi is None:  # pragma: no cover
+            methods.append(common.Method(name, None, None, "equinox not installed"))
+            continue
+        scan = functools.partial(eqxi.scan, kind="checkpointed", checkpoints=checkpoints)
+        methods.append(common.Method(name, scan_loss(lambda f, i, x, scan=scan: scan(f, i, x)), None,
+                                     "online treeverse; counts checkpoints, not bytes"))
+
+    def memjax_method(name, memory, kind):
+        body = functools.partial(step, params)
+        plan = memjax.plan_scan(lambda c, x: body(c, x), init, xs, memory=memory, kind=kind)
+        forwards = plan.forward_count / length
+        scan = functools.partial(memjax.scan, memory=memory, kind=kind)
+        note = f"budget {memjax.format_bytes(plan.budget_bytes)}, stores {memjax.format_bytes(plan.stored_bytes)}"
+        return common.Method(name, scan_loss(lambda f, i, x: scan(f, i, x)), forwards, note)
+
+    for kind in kinds:
+        for fraction in fractions:
+            name = f"memjax {kind} {fraction:.0%}"
+            try:
+                methods.append(memjax_method(name, fraction, kind))
+            except ValueError as error:
+                methods.append(common.Method(name, None, None, str(error).split(";")[0][:100]))
+    methods.append(memjax_method("memjax default (msm)", None, "msm"))
+    methods.append(memjax_method("memjax store_all", None, "store_all"))
+    return methods
+
+
+def main(argv=None, cell: str = "lstm") -> list[common.Result]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cell", choices=sorted(CELLS), default=cell)
+    parser.add_argument("--T", type=int, default=None, choices=(100, 1000, 3000, 10000),
+                        help="sequence length (default 1000; 100 with --quick)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 64)")
+    parser.add_argument("--hidden", type=int, default=None, help="units (default 256)")
+    parser.add_argument("--inputs", type=int, default=None, help="input size (default: --hidden)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 5)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=None,
+                        help="memjax budgets, fractions of store-all (default 0.01 0.02 0.05 0.1 0.2)")
+    parser.add_argument("--kinds", nargs="+", default=["msm", "hsm"], help="memjax kinds at each fraction")
+    parser.add_argument("--max-temp-mib", type=float, default=4096,
+                        help="compile but do not run methods whose temp memory is larger")
+    parser.add_argument("--png", default=None, help="write a Pareto plot (memory vs time) here")
+    parser.add_argument("--plot-time", choices=("wall", "cpu"), default="wall",
+                        help="the time axis of the plot: median wall time, or median CPU time (steadier under load)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: T=100, batch 4, 16 units, 1 repeat, budgets 5%% only")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    quick = args.quick
+    length = args.T or (100 if quick else 1000)
+    batch = args.batch or (4 if quick else 64)
+    hidden = args.hidden or (16 if quick else 256)
+    inputs = args.inputs or hidden
+    repeats = args.repeats or (1 if quick else 5)
+    fractions = args.fractions or ((0.05,) if quick else (0.01, 0.02, 0.05, 0.10, 0.20))
+
+    key_params, key_xs = jax.random.split(jax.random.PRNGKey(args.seed))
+    params = init_params(args.cell, key_params, inputs, hidden)
+    xs = jax.random.normal(key_xs, (length, batch, inputs), jnp.float32)
+    init = tuple(jnp.zeros((batch, hidden), jnp.float32) for _ in range(CELLS[args.cell][1]))
+    start = time.perf_counter()
+    methods = build_methods(args.cell, params, init, xs, fractions, tuple(args.kinds))
+    common.log(f"planned {len(methods)} methods in {time.perf_counter() - start:.1f} s")
+    skipped = [common.Result(m.name, m.forwards, "", skipped=m.note) for m in methods if m.loss is None]
+    methods = [m for m in methods if m.loss is not None]
+    results = common.run_methods(methods, (params, init, xs), repeats,
+                                 max_temp_bytes=int(args.max_temp_mib * common.MiB))
+    results += skipped
+    title = (f"{args.cell.upper()} gradient, T={length}, batch {batch}, {inputs} inputs, {hidden} units; "
+             f"median of {repeats} interleaved runs")
+    print(f"### {title}\n")
+    print(common.platform_line() + "\n")
+    print(common.results_table(results))
+    print("\nfwd/step: forward step evaluations per step (memjax: its schedule's count; '—': not known in "
+          "advance). temp MiB: compiled.memory_analysis().temp_size_in_bytes of the jitted gradient.")
+    if args.png:
+        common.pareto_plot(results, args.png, title, time=args.plot_time)
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
