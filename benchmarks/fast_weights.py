@@ -13,10 +13,8 @@ import argparse
 import sys
 
 import jax
-import jax.numpy as jnp
 
 import common
-import memjax
 from memjax.models import fast_weights
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import numpy as np
+
 from memjax._budget import format_bytes
 from memjax._measure import tree_bytes
 from memjax._scan import ScanPlan, _prepare
@@ -99,9 +102,6 @@ def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", ch
 
 
 def _ys_bytes(f, init, xs, length) -> int:
-    import jax
-    import numpy as np
-
     x0 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), xs)
     _, y = jax.eval_shape(f, init, x0)
     return tree_bytes(y) * length

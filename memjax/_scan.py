@@ -287,7 +287,7 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     try:
         return _Runner(step, plan, reverse, unroll)(consts, init, xs)
     except TypeError as error:
-        if "forward-mode" in str(error) or "jvp" in str(error).lower():
+        if "forward-mode autodiff" in str(error):  # JAX's refusal to jvp a custom_vjp function
             raise TypeError(
                 "memjax.scan cannot be differentiated in forward mode (jax.jvp, jax.linearize, jax.jacfwd) "
                 "because its gradient is a jax.custom_vjp. Use jax.lax.scan for forward-mode derivatives, or "
