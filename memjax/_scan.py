@@ -138,8 +138,12 @@ def _prepare(f, init, xs, length, memory, kind, checkpoint_policy=None):
     _check_leaves(init, "init")
     _check_leaves(xs, "xs")
     length = _check_xs(xs, length)
-    x0 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), xs)
-    carry = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), init)
+    # Example arguments for tracing the step: the arrays themselves where they are traced (their types carry
+    # what abstract shapes do not, such as shard_map's varying axes), shapes and dtypes otherwise.
+    x0 = jax.tree_util.tree_map(lambda a: a[0] if length and isinstance(a, jax.core.Tracer)
+                                else jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), xs)
+    carry = jax.tree_util.tree_map(lambda a: a if isinstance(a, jax.core.Tracer)
+                                   else jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), init)
     _check_carry(f, carry, x0)
     if checkpoint_policy is not None:  # an internal state holds only what the policy saves
         f = jax.checkpoint(f, policy=checkpoint_policy)
@@ -301,13 +305,32 @@ def _is_float(aval) -> bool:
 
 def _zero_cotangent(aval):
     """A zero cotangent for a primal of this type: float0 for integer and boolean leaves, as JAX gives them."""
-    if _is_float(aval):
-        return jnp.zeros(aval.shape, aval.dtype)
-    return np.zeros(aval.shape, jax.dtypes.float0)
+    if not _is_float(aval):
+        return np.zeros(aval.shape, jax.dtypes.float0)
+    zeros, axes = jnp.zeros(aval.shape, aval.dtype), _varying_axes(aval)
+    return jax.lax.pcast(zeros, tuple(sorted(axes)), to="varying") if axes else zeros
 
 
 def _avals(tree) -> list:
-    return [jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)) for a in jax.tree_util.tree_leaves(tree)]
+    """The types of the leaves (shape, dtype and, inside ``jax.shard_map``, varying axes)."""
+    return [jax.typeof(a) for a in jax.tree_util.tree_leaves(tree)]
+
+
+def _varying_axes(aval) -> set:
+    """The mesh axes a value varies over inside ``jax.shard_map`` (empty elsewhere)."""
+    vma = getattr(aval, "vma", None)  # newer JAX; jax 0.10 calls it manual_axis_type.varying
+    if vma is None:
+        vma = getattr(getattr(aval, "manual_axis_type", None), "varying", None)
+    return set(vma or ())
+
+
+def _varying(tree, *like):
+    """``tree`` cast to vary over every mesh axis that a leaf of ``like`` varies over (inside ``jax.shard_map``;
+    elsewhere a no-op). Buffers created here as zeros must have the type of what is written into them."""
+    axes = set().union(*(_varying_axes(jax.typeof(leaf)) for leaf in jax.tree_util.tree_leaves(like)))
+    if not axes:
+        return tree
+    return jax.tree_util.tree_map(lambda a: jax.lax.pcast(a, tuple(sorted(axes)), to="varying"), tree)
 
 
 def _select(wanted, leaves):
@@ -431,7 +454,7 @@ class _Runner:
         consts, init, xs = jax.tree_util.tree_map(lambda leaf: leaf.value, (consts, init, xs), is_leaf=is_primal)
         t, tables, layout = self.plan.length, self.tables, self.layout
         y_aval = jax.eval_shape(self._step, consts, init, self._x(xs, 1))[1]
-        ys = jax.tree_util.tree_map(lambda a: jnp.zeros((t, *a.shape), a.dtype), y_aval)
+        ys = _varying(jax.tree_util.tree_map(lambda a: jnp.zeros((t, *a.shape), a.dtype), y_aval), consts, init, xs)
 
         def body(state, inputs):
             carry, pools, ys = state
@@ -456,7 +479,7 @@ class _Runner:
 
         # Steps 1..t-1 in a scan, then step t under jax.vjp: its residuals start the backward sweep.
         steps = jax.lax.iota(jnp.int32, t - 1) + 1  # an iota, not a length-t constant in the program
-        state = (init, layout.zeros(self.plan.schedule.stack_quanta), ys)
+        state = (init, _varying(layout.zeros(self.plan.schedule.stack_quanta), consts, init, xs), ys)
         (carry, pools, ys), _ = jax.lax.scan(body, state, (steps, tables.save_hidden[: t - 1],
                                                            tables.save_internal[: t - 1]), unroll=self.unroll)
         if tables.save_hidden[t - 1] >= 0:
@@ -470,7 +493,7 @@ class _Runner:
     def _backward(self, residuals, cotangents):
         consts, init, xs, pools, last_leaves = residuals
         ct_final, ct_ys = jax.tree_util.tree_map(
-            lambda ct: jnp.zeros(ct.aval.shape, ct.aval.dtype) if isinstance(ct, SymbolicZero) else ct,
+            lambda ct: _zero_cotangent(ct.aval) if isinstance(ct, SymbolicZero) else ct,
             cotangents, is_leaf=lambda ct: isinstance(ct, SymbolicZero))
         t, tables, layout = self.plan.length, self.tables, self.layout
         invariant = [leaf for leaf, v in zip(last_leaves, self.varies) if not v]
@@ -540,12 +563,11 @@ class _Runner:
 
         # Step t, from the residuals kept by the primal sweep; then the table.
         acc = [jnp.zeros(a.shape, a.dtype) for a in _select(const_wanted, const_avals)]
-        buffers = [jnp.zeros((t, *a.shape), a.dtype) for a in _select(x_wanted, x_avals)]
+        buffers = _varying([jnp.zeros((t, *a.shape), a.dtype) for a in _select(x_wanted, x_avals)], xs)
         g = _select(carry_wanted, jax.tree_util.tree_leaves(ct_final))
         state = (init, pools, back(last_leaves, t, (g, acc, buffers)))
         if tables.op.size:
             state, _ = jax.lax.scan(row, state, (tables.op, tables.start, tables.stop, tables.offset))
         g, acc, buffers = state[2]
-        ct_xs = jax.tree_util.tree_unflatten(x_tree, _fill(x_wanted, buffers, [
-            jax.ShapeDtypeStruct((t, *a.shape), a.dtype) for a in x_avals]))
+        ct_xs = jax.tree_util.tree_unflatten(x_tree, _fill(x_wanted, buffers, _avals(x_leaves)))
         return _fill(const_wanted, acc, const_avals), carry_of(_fill(carry_wanted, g, carry_avals)), ct_xs

@@ -358,14 +358,7 @@ def test_multidevice_jit_with_sharded_batch():
     assert temps[0] > temps[1] > temps[2], temps
 
 
-SHARD_MAP_VMA = ("memjax.scan inside jax.shard_map with a replicated (invariant) parameter and a sharded (varying) "
-                 "carry/xs fails while tracing: 'Primitive dot_general requires varying manual axes to match' -- the "
-                 "step is closure-converted and re-traced from shape-only avals that drop the varying-axes (vma) "
-                 "type, so JAX does not insert pvary; jax.lax.scan and kind='store_all' work")
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=SHARD_MAP_VMA)
 def test_multidevice_shard_map():
     result = multidevice_results()
     assert "shard_map_error" not in result, result["shard_map_error"]
