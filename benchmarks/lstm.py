@@ -180,11 +180,12 @@ def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10
         methods.append(common.Method(name, scan_loss(lambda f, i, x, scan=scan: scan(f, i, x)), None,
                                      "online treeverse; counts checkpoints, not bytes"))
 
-    def memjax_method(name, memory, kind):
+    def memjax_method(name, memory, kind, checkpoint_policy=None):
         body = functools.partial(step, params)
-        plan = memjax.plan_scan(lambda c, x: body(c, x), init, xs, memory=memory, kind=kind)
+        plan = memjax.plan_scan(lambda c, x: body(c, x), init, xs, memory=memory, kind=kind,
+                                checkpoint_policy=checkpoint_policy)
         forwards = plan.forward_count / length
-        scan = functools.partial(memjax.scan, memory=memory, kind=kind)
+        scan = functools.partial(memjax.scan, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
         note = f"budget {memjax.format_bytes(plan.budget_bytes)}, stores {memjax.format_bytes(plan.stored_bytes)}"
         return common.Method(name, scan_loss(lambda f, i, x: scan(f, i, x)), forwards, note)
 
@@ -196,6 +197,11 @@ def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10
             except ValueError as error:
                 methods.append(common.Method(name, None, None, str(error).split(";")[0][:100]))
     methods.append(memjax_method("memjax default (msm)", None, "msm"))
+    # Internal states holding only the gate pre-activations (and the carry): a smaller alpha.
+    gates = jax.checkpoint_policies.save_only_these_names("gates")
+    methods.append(memjax_method("memjax default, gates saved", None, "msm", gates))
+    for fraction in (0.2, 0.6):
+        methods.append(memjax_method(f"memjax msm {fraction:.0%}, gates saved", fraction, "msm", gates))
     methods.append(memjax_method("memjax store_all", None, "store_all"))
     return methods
 
