@@ -25,8 +25,8 @@ class Explanation:
       invariant_bytes: residuals that do not depend on the step's inputs, kept once.
       alpha: ``internal_bytes / carry_bytes``.
       stored_bytes: what the schedule stores at its peak, the initial carry included (within the budget).
-      working_bytes: the transient working set outside the budget: one step's residuals, the scratch item,
-        the carry cotangent and register, parameter-cotangent accumulators, and the ``ys`` and
+      working_bytes: the transient working set outside the budget: one step's residuals, the stored item being
+        saved or loaded, the carry cotangent and register, parameter-cotangent accumulators, and the ``ys`` and
         ``xs``-cotangent buffers.
       forwards_per_step: predicted forward evaluations per step (1 for standard BPTT).
       store_all_bytes: what standard BPTT (``jax.lax.scan``) stores for the same step.
@@ -88,9 +88,9 @@ def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", ch
     sizes = plan.sizes
     xs_bytes = tree_bytes(xs)
     step_bytes = sizes.residual_bytes + sizes.invariant_bytes
-    scratch = max(sizes.carry_bytes, sizes.internal_bytes) if plan.policy is not None else 0
+    in_transit = max(sizes.carry_bytes, sizes.internal_bytes) if plan.policy is not None else 0
     ys_bytes = _ys_bytes(f, init, xs, plan.length)
-    working = step_bytes + scratch + 3 * sizes.carry_bytes + tree_bytes(consts) + xs_bytes + ys_bytes
+    working = step_bytes + in_transit + 3 * sizes.carry_bytes + tree_bytes(consts) + xs_bytes + ys_bytes
     explanation = Explanation(
         plan=plan, carry_bytes=sizes.carry_bytes, internal_bytes=sizes.internal_bytes,
         invariant_bytes=sizes.invariant_bytes, alpha=sizes.alpha, budget_bytes=plan.budget_bytes,

@@ -95,6 +95,3 @@ class Item:
             for index, start, size in part:
                 leaves[index] = data[start: start + size].reshape(self.avals[index].shape)
         return leaves
-
-    def zeros(self) -> list:
-        return [jnp.zeros(a.shape, a.dtype) for a in self.avals]
