@@ -30,9 +30,9 @@ backward of step ``j`` and any advance that only led to it. The result holds no 
 forwards, so MSM equals ISM and the hidden option is dropped (the spent option would need the column
 ``q - i + s > q``, which the column order below cannot give); ``tests/test_solver_fast.py`` checks the equality.
 
-Three exact facts make the columns ``N(., q)`` and ``F(., q)`` cheap to compute from columns to their left and from
-themselves, processing columns in increasing ``q`` and, in a column, ``N`` before ``F`` (``F`` reads
-``N(., q - i + s)``, the ``N`` column itself when ``i = s``; ``N`` never reads ``F``'s own column).
+Columns ``N(., q)`` and ``F(., q)`` are computed in increasing ``q`` and, in a column, ``N`` before ``F`` (``F`` reads
+``N(., q - i + s)``, the ``N`` column itself when ``i = s``; ``N`` never reads ``F``'s own column). Five exact facts
+make this cheap.
 
 **1. Breakpoint candidates (proof), one min term at a time.** Every split term above has the form
 ``f(y) = y + L(y - o) + R(t - y)`` on the integers ``1 <= y <= t - 1``, with ``L`` the column being computed
@@ -46,27 +46,42 @@ i.e. ``delta(y* - 1) < 0 <= delta(y*)``, so ``delta(y*) - delta(y* - 1) = (l(y* 
 smallest minimiser are found among ``{1, t - 1} U (BP+(L) + o) U {t - z : z in BP+(R)}``. Nothing in the argument
 depends on which columns ``L`` and ``R`` are, so it holds for each of the four split terms separately; the
 minimum of the terms (and the spent value and ``t (t + 1) / 2``), taken in the tie order, is then the exact cell
-and decision. Columns are piecewise linear in ``t`` with few pieces (a handful on average), so a cell costs a few
-dozen evaluations instead of ``O(t)``.
+and decision.
 
-**2. Guess and verify (proof by induction).** ``L(t)`` depends only on ``L(k)``, ``k < t``, and on columns already
+**2. Pruned candidates (proof).** The same two inequalities prune that set. ``delta(y* - 1) < 0`` reads
+``r(t - y* + 1) >= l(y* - o) + 2`` and ``delta(y*) >= 0`` reads ``r(t - y*) <= l(y* + 1 - o) + 1``. For an own
+breakpoint ``y = b + o`` both conditions constrain the position ``p = t - y`` of ``R``: ``max_{k <= p + 1} r(k) >=
+l(b) + 2`` and ``min_{k >= p} r(k) <= l(b + 1) + 1``, so ``b`` is kept for a run of lengths only if some ``p`` of the
+run satisfies both envelopes. For a breakpoint ``z`` of ``R`` (``y = t - z``) they constrain ``L`` at ``p = t - z - o``:
+``min_{k >= p} l(k) <= r(z + 1) - 2`` and ``max_{k <= p + 1} l(k) >= r(z) - 1``. Ends are always kept. A superset of
+the necessary candidates gives the same minimum and smallest minimiser, so the envelopes may be loose.
+
+**3. Guess and verify (proof by induction).** ``L(t)`` depends only on ``L(k)``, ``k < t``, and on columns already
 known. For a run of lengths ``t0 <= t < t1`` the solver writes a guess ``G`` (``L`` continuing its last increment)
 into the column, evaluates the recurrence ``L'`` for the whole run at once from the guessed column, and keeps the
 longest prefix where ``L' = G`` plus the first mismatching entry: by induction on ``t``, if ``G = L`` below ``t``
-then ``L'(t)`` (and its decision) is the true one, so every kept entry is exact. (Under ``G`` the column has no
-breakpoint at or after ``t0 - 1``, so the breakpoints of the known part are the candidate set of fact 1.) After a
-mismatch the re-evaluated tail is the next guess for the same run (a Picard iteration, again verified before
-anything is kept). Runs double while guesses hold and halve when they fail.
+then ``L'(t)`` is the true one, so every kept entry is exact. (Under ``G`` the column has no breakpoint at or after
+``t0 - 1``, so the breakpoints of the known part are the candidate set of fact 1.) After a mismatch the re-evaluated
+tail is the next guess for the same run (a Picard iteration, again verified before anything is kept). Runs double
+while guesses hold and halve when they fail.
 
-**3. F follows N until spent wins (proof by induction).** The split terms of ``F`` are those of ``N`` with ``F``'s
+**4. F follows N until spent wins (proof by induction).** The split terms of ``F`` are those of ``N`` with ``F``'s
 own column in place of ``N``'s. So if ``F(k, q) = N(k, q)`` for all ``k < t`` and the spent value at ``t`` is not
 below ``N(t, q)``, then ``F(t, q) = N(t, q)`` with ``N``'s decision (a tie goes to ``N``'s option, spent being
 last in the tie order). Hence ``F(., q)`` is copied from ``N(., q)`` below the first ``t*`` where spent is strictly
-better, ``F(t*, q)`` is the spent value, and only ``t > t*`` is solved by facts 1 and 2 (in practice a small part
-of the table: the spent option beats ``N`` in few columns).
+better, ``F(t*, q)`` is the spent value, and only ``t > t*`` is solved (in practice a small part of the table).
 
-Cost: ``O(length * quanta * K)`` element operations with ``K`` the number of candidates (a few to a few dozen),
-plus a few dozen numpy calls per column; the tables themselves stay dense, as ``_Table`` requires.
+**5. Equal inputs, equal columns.** A column is a function of its own width's floor region (``full``) and of the
+columns it reads (``F(., q - s)``, ``N(., q - i)``, ``N(., q - i + s)`` and, for ``F``, ``N(., q)``). When a width
+reads the very columns another width read, with the same floor region, its column is that width's; and a column
+equal to its left neighbour is stored as that neighbour, so equality propagates to the columns that read it. At
+fine quanta (``s > 1``, or large budgets) most widths are settled this way without any evaluation.
+
+Storage: a column is piecewise linear in ``t`` with few pieces (a handful on average, at most ``t``), and is kept as
+its knots (:class:`Column`); decisions are not stored but recomputed for one cell on demand from the candidates of
+fact 1 (:meth:`Columns.decide`), which gives exactly the decision a dense table would hold. Cost of a solve:
+``O(length * quanta' * K)`` element operations for the ``quanta'`` widths that facts 4-5 leave, ``K`` the pruned
+candidates (a few to a few dozen), plus a few dozen numpy calls per run.
 """
 
 from __future__ import annotations
@@ -76,154 +91,374 @@ import numpy as np
 _INF = 2**60
 _NOTHING, _HIDDEN, _INTERNAL, _SPENT = 0, 1, 2, 3
 _FIRST_RUN = 64
-_MAX_RUN = 1 << 14
+_MAX_RUN = 1 << 14  # of a dense run; sparse ones grow without bound
 
 
-def _breakpoints(column: np.ndarray) -> np.ndarray:
-    """Convex breakpoints ``{k >= 1 : column[k + 1] - column[k] > column[k] - column[k - 1]}`` (ascending)."""
-    if column.shape[0] < 3:
-        return np.zeros(0, np.int64)
-    return np.flatnonzero(np.diff(column, 2) > 0) + 1
+class Column:
+    """An integer function ``C(0), ..., C(length)`` kept as the knots where its increment changes.
+
+    ``C`` is linear between consecutive knots (``knots[0] = 0``, ``knots[-1] = length``); ``convex`` holds the convex
+    breakpoints ``{k : C(k + 1) - C(k) > C(k) - C(k - 1)}`` of fact 1, ascending.
+    """
+
+    __slots__ = ("knots", "values", "slopes", "convex", "_envelopes")
+
+    def __init__(self, dense: np.ndarray):
+        length = dense.shape[0] - 1
+        second = np.diff(dense, 2)
+        inner = np.flatnonzero(second) + 1
+        self.knots = np.concatenate([[0], inner, [max(length, 1)]]).astype(np.int64) if length else np.zeros(1, np.int64)
+        self.values = dense[np.minimum(self.knots, length)]
+        if length:
+            self.slopes = np.diff(self.values) // np.diff(self.knots)
+        else:
+            self.slopes = np.zeros(1, np.int64)
+        self.convex = np.flatnonzero(second > 0) + 1
+        self._envelopes = None
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Column) and np.array_equal(self.knots, other.knots)
+                and np.array_equal(self.values, other.values))
+
+    __hash__ = object.__hash__
+
+    def at(self, k) -> np.ndarray:
+        """``C(k)`` for integer positions ``0 <= k <= length`` (any array shape)."""
+        k = np.asarray(k, np.int64)
+        piece = np.clip(np.searchsorted(self.knots, k, side="right") - 1, 0, self.slopes.shape[0] - 1)
+        return self.values[piece] + self.slopes[piece] * (k - self.knots[piece])
+
+    def dense(self) -> np.ndarray:
+        """All values ``C(0..length)`` as an int64 array."""
+        if self.knots.shape[0] == 1:
+            return self.values.copy()
+        increments = np.repeat(self.slopes, np.diff(self.knots))
+        return np.concatenate([self.values[:1], self.values[0] + np.cumsum(increments)])
+
+    def envelopes(self, dense: np.ndarray):
+        """``(prefix_max, last_at_most)`` of the increments ``r(k)``, for fact 2: ``prefix_max[p] = max_{k <= p} r(k)``
+        and ``last_at_most[v]`` = the last ``p`` with ``r(p) <= v`` (``min_{k >= p} r(k) <= v`` iff ``p <=`` it)."""
+        if self._envelopes is None:
+            increments = np.diff(dense)
+            prefix_max = np.concatenate([[0], np.maximum.accumulate(increments)])
+            suffix_min = np.minimum.accumulate(increments[::-1])[::-1]
+            top = int(increments.max(initial=0)) + 2
+            self._envelopes = (prefix_max, np.searchsorted(suffix_min, np.arange(top + 1), side="right"))
+        return self._envelopes
 
 
-def _solve_column(column, t0, terms, spent, nothing, everything, scale):
-    """Fill ``column[t0:]`` (one table at one width) by guess and verify (fact 2); returns the decisions
-    ``(code, split)`` of ``t >= t0``.
+class _Term:
+    """One split term ``y + L(y - offset) + R(t - y)`` of the column being solved, ``R`` a known column."""
 
-    ``terms`` are the split terms ``(option, left_offset, right_column, right_candidates)``, the left column being
-    ``column`` itself and ``right_candidates`` the right column's convex breakpoints followed by 1 and
-    ``length + 1`` (so that ``t - z`` covers the ends ``t - 1`` and, once clipped, ``1``); ``spent`` is ``None`` or
-    the spent option's value for every ``t`` (read for ``t >= t0 >= 2``). Candidates outside ``1 <= y < t`` are
-    clipped into it: a clipped candidate is an end, which is a candidate anyway, so neither the minimum nor the
-    smallest minimiser changes. Every candidate (and nothing, and spent) becomes one int64 key
-    ``((value * 4 + option) * scale + y)``, so that one minimum per cell gives the value and the decision in the tie
-    order: nothing, hidden, internal, spent; within an option the smallest ``y``.
+    __slots__ = ("option", "offset", "right", "knots", "candidates", "prefix_max", "last_at_most", "rise", "step")
+
+    def __init__(self, option: int, offset: int, column: Column, dense: np.ndarray):
+        self.option, self.offset, self.right, self.knots = option, offset, dense, column.knots
+        n = dense.shape[0]
+        self.candidates = column.convex  # z in BP+(R)
+        self.prefix_max, self.last_at_most = column.envelopes(dense)
+        z = self.candidates
+        self.rise = dense[np.minimum(z + 1, n - 1)] - dense[z]  # r(z + 1)
+        self.step = dense[z] - dense[z - 1] if z.size else z  # r(z)
+
+
+def _candidates(column, t0, t1, terms):
+    """The pruned candidates (facts 1-2) of every term for the lengths ``t0 <= t < t1``, given the column (exact
+    below ``t0``, guessed on ``[t0, t1)``): ``[(own_splits, right_breakpoints)]``, one pair per term.
+
+    Own candidates are the convex breakpoints of the whole guessed prefix ``column[:t1]``: under the induction of
+    fact 3 (the guess is exact below ``t``) these are the breakpoints of ``L`` that fact 1 needs at ``t``.
     """
     length = column.shape[0] - 1
-    base = t0
-    codes = np.zeros(max(0, length + 1 - t0), np.int8)
-    splits = np.zeros(max(0, length + 1 - t0), np.int32)
+    prefix = column[:t1]
+    increments = np.diff(prefix)  # increments[k - 1] = l(k), k < t1
+    own_all = np.flatnonzero(np.diff(prefix, 2) > 0) + 1
+    suffix_min = np.minimum.accumulate(increments[::-1])[::-1]
+    prefix_max = np.maximum.accumulate(increments)
+    chosen = []
+    for term in terms:
+        offset = term.offset
+        own = own_all
+        if own.size:  # fact 2 for y = b + offset: p = t - y in [t0 - y, t1 - 1 - y]
+            y = own + offset
+            first = np.searchsorted(term.prefix_max, increments[own - 1] + 2) - 1
+            bound = term.last_at_most[np.minimum(increments[own] + 1, term.last_at_most.shape[0] - 1)]
+            own = own[np.maximum(first, t0 - y) <= np.minimum(bound, t1 - 1 - y)]
+        if own.size == 0:
+            own = np.ones(1, np.int64)  # the end y = 1: changes nothing
+        z = term.candidates
+        if z.size:  # fact 2 for y = t - z: p = t - z - offset in [t0 - z - offset, t1 - 1 - z - offset]
+            low = np.clip(t0 - z - offset, 1, t1 - 1)
+            high = np.clip(t1 - z - offset, 1, t1 - 1)  # p + 1 at the end of the run
+            z = z[(suffix_min[low - 1] <= term.rise - 2) & (prefix_max[high - 1] >= term.step - 1) & (z + 2 <= t1)]
+        chosen.append((own, np.concatenate([z, [1, length + 1]])))  # and the ends y = t - 1, (clipped) y = 1
+    return chosen
+
+
+def _values(column, points, terms, chosen, spent, ceiling):
+    """The value of every candidate (columns) at every length of ``points`` (rows), from the guessed column; the
+    ceiling of fact 7 (linear in ``t``) is one more candidate."""
+    blocks = []
+    last = points[:, None] - 1
+    for term, (own, right_candidates) in zip(terms, chosen):
+        for ys in (np.minimum(own[None, :] + term.offset, last),  # breakpoints of the own column
+                   np.maximum(points[:, None] - right_candidates[None, :], 1)):  # of the right one, and ends
+            values = column[ys - term.offset]
+            values += term.right[points[:, None] - ys]
+            values += ys
+            blocks.append(values)
+    if spent is not None:
+        blocks.append(spent[points][:, None])
+    blocks.append(ceiling[points][:, None])
+    return np.concatenate(blocks, axis=1)
+
+
+def _events(column, t0, t1, terms, chosen, spent_knots):
+    """Lengths in ``[t0, t1)`` where some candidate or the guess may change slope (fact 6), or ``None`` when they
+    are too many for the sparse evaluation to pay."""
+    knots = np.flatnonzero(np.diff(column[:t1], 2)) + 1  # of the guessed column, below t1 - 1
+    budget = (t1 - t0) // 2
+    parts = [np.array([t0, t1 - 1]), knots] + ([] if spent_knots is None else [spent_knots + 1])
+    size = 0
+    for term, (own, right_candidates) in zip(terms, chosen):
+        size += own.shape[0] * term.knots.shape[0] + right_candidates.shape[0] * knots.shape[0]
+        if size > 64 * budget:
+            return None
+        ys = own + term.offset
+        parts += [(ys[:, None] + term.knots[None, :]).ravel(), ys + 1, term.knots + 1,
+                  (right_candidates[:, None] + term.offset + knots[None, :]).ravel(), right_candidates + 1]
+    events = np.concatenate(parts)
+    events = events[(events >= t0) & (events < t1)]
+    points = np.unique(np.concatenate([events, events + 1]))
+    points = points[points < t1]
+    return points if points.shape[0] <= budget else None
+
+
+def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ceiling):
+    """Fill ``column[t0:]`` (one table at one width) by guess and verify (facts 1-3, 6).
+
+    ``spent`` is ``None`` or the spent option's value for every ``t`` (read for ``t >= t0 >= 2``) and ``spent_knots``
+    the knots of the column it reads. Candidates outside ``1 <= y < t`` are clipped into it: a clipped candidate is
+    an end, which is a candidate anyway. Values are capped at ``ceiling`` (fact 7): once a kept entry reaches it,
+    the rest of the column is the ceiling.
+    """
+    length = column.shape[0] - 1
     if t0 > length:
-        return codes, splits
+        return
     if not terms and spent is None:
-        column[t0:] = nothing[t0:]
-        return codes, splits
-    run = _FIRST_RUN
+        column[t0:] = np.minimum(nothing[t0:], ceiling[t0:])
+        return
+    if t0 == 2:  # fact 6 leaves "store nothing" out, which can only tie at t = 2: this one cell directly
+        point = everything[2:3]
+        column[2] = min(nothing[2], _values(column, point, terms, _candidates(column, 2, 3, terms), spent,
+                                            ceiling).min())
+        t0 = 3
+    run, dense_run = length, _FIRST_RUN  # sparse runs cost their events, dense ones their length
     t1 = t0  # column[t0:t1] holds a guess (the last evaluation of a run that was not all confirmed)
     while t0 <= length:
         if t1 <= t0:  # a fresh run: continue the last increment
             t1 = min(length + 1, t0 + run)
             step = column[t0 - 1] - column[t0 - 2]
             column[t0:t1] = column[t0 - 1] + step * (everything[t0:t1] - (t0 - 1))
-        ts = everything[t0:t1]
-        guess = column[t0:t1].copy()
-        best = nothing[t0:t1] * (4 * scale)
-        if terms:
-            own = _breakpoints(column[:t0])
-            if own.shape[0] == 0:
-                own = np.ones(1, np.int64)  # the end y = 1: changes nothing
-            last = ts[:, None] - 1
-            for option, offset, right, right_candidates in terms:
-                for ys in (np.minimum(own[None, :] + offset, last),  # breakpoints of the own column
-                           np.maximum(ts[:, None] - right_candidates[None, :], 1)):  # of the right one, and ends
-                    # keys = ((y + left + right) * 4 + option) * scale + y, mostly in place
-                    keys = column[ys - offset]
-                    keys += right[ts[:, None] - ys]
-                    keys *= 4 * scale
-                    keys += ys * (4 * scale + 1) + option * scale
-                    np.minimum(best, keys.min(axis=1), out=best)
-        if spent is not None:
-            np.minimum(best, (spent[t0:t1] * 4 + _SPENT) * scale + 1, out=best)
-        value, rest = np.divmod(best, 4 * scale)
-        wrong = np.flatnonzero(value != guess)
-        keep = ts.shape[0] if wrong.size == 0 else int(wrong[0]) + 1
-        # Entries past the first mismatch were evaluated from a partly wrong guess: they are the next
-        # guess for the same run (a Picard iteration), verified in turn before being kept.
-        column[t0:t1] = value
-        option, y = np.divmod(rest[:keep], scale)
-        codes[t0 - base: t0 - base + keep] = option
-        splits[t0 - base: t0 - base + keep] = y
-        if keep == ts.shape[0] and wrong.size == 0:
-            run = min(_MAX_RUN, run * 2)
-        elif run > _FIRST_RUN:
-            run //= 2
+        chosen = _candidates(column, t0, t1, terms)
+        points = _events(column, t0, t1, terms, chosen, spent_knots) if t1 - t0 >= 8 else None
+        if points is None:  # dense: every length of a shorter run (the candidates of the longer one are a superset)
+            t1 = min(t1, t0 + dense_run)
+            best = _values(column, everything[t0:t1], terms, chosen, spent, ceiling).min(axis=1)
+            wrong = np.flatnonzero(best != column[t0:t1])
+            keep = t1 - t0 if wrong.size == 0 else int(wrong[0]) + 1
+            # Entries past the first mismatch were evaluated from a partly wrong guess: they are the next
+            # guess for the same run (a Picard iteration), verified in turn before being kept.
+            column[t0:t1] = best
+            dense_run = min(_MAX_RUN, 2 * dense_run) if keep == t1 - t0 else max(_FIRST_RUN, dense_run // 2)
+            run = 2 * dense_run
+        else:  # sparse (fact 6): the events and the lengths right after them
+            values = _values(column, points, terms, chosen, spent, ceiling)
+            best = values.min(axis=1)
+            wrong = np.flatnonzero(best != column[points])
+            if wrong.size == 0:
+                keep = t1 - t0
+            else:
+                m = int(wrong[0])
+                mismatch = int(points[m])
+                if m > 0 and points[m - 1] < mismatch - 1:  # a gap: every candidate is linear on it
+                    a = int(points[m - 1])
+                    assert m >= 2 and points[m - 2] == a - 1
+                    slope = values[m - 1] - values[m - 2]
+                    drop = column[a] - column[a - 1] - slope  # how fast each candidate nears the guess
+                    ahead = values[m - 1] - column[a]
+                    falling = drop > 0
+                    first = a + 1 + ahead[falling] // drop[falling]
+                    mismatch = int(first.min())
+                    value = int((values[m - 1] + slope * (mismatch - a)).min())
+                else:
+                    value = int(best[m])
+                keep = mismatch - t0 + 1
+                # the next guess (Picard): the evaluation after the mismatch, linear between evaluated lengths
+                later = points > mismatch
+                nodes = np.concatenate([[mismatch], points[later]])
+                column[mismatch:t1] = np.rint(np.interp(everything[mismatch:t1], nodes,
+                                                        np.concatenate([[value], best[later]]))).astype(np.int64)
+                column[mismatch] = value
+            if keep == t1 - t0:
+                run = max(run, 8 * (t1 - t0))
         t0 += keep
-    return codes, splits
+        if column[t0 - 1] >= ceiling[t0 - 1]:  # C(t) - t never decreases (fact 7)
+            column[t0:] = ceiling[t0:]
+            return
 
 
-def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool):
-    """The DP tables of shape ``(length + 1, quanta + 1)``, see the module doc.
+class Columns:
+    """The solved tables ``N`` and ``F`` for all ``t <= length`` and ``q <= quanta``, as shared :class:`Column`\\ s.
 
-    The ``F`` column at width ``q`` equals the ``N`` column (values and decisions) below the first ``t*`` where the
-    spent option beats ``N(t*, q)``: the split terms of ``F`` are those of ``N`` with ``F``'s own column in place of
-    ``N``'s, so by induction on ``t`` they agree while spent does not win (a tie goes to ``N``'s option, spent being
-    last); at ``t*`` ``F`` is the spent value. Only ``t > t*`` is solved (in practice a small part of the table).
+    ``cost(t, q)`` and ``decide(t, q, freeable)`` are the table's cell and decision (fact 1, recomputed on demand);
+    ``dense()`` expands everything into arrays (for tests and small tables).
+    """
 
-    Returns:
-      ``((cost, code, split), spent)``: the ``N`` table, and the ``F`` table as a second triple when both options
-      are enabled and ``i >= s`` (``None`` otherwise: ``F = N`` or ``F`` is never consulted). The arrays are
-      transposed views of column-major storage (no copy is made).
+    def __init__(self, length, quanta, s, i, hidden, internal, fixed, free, slack=_INF):
+        self.length, self.quanta, self.s, self.i, self.slack = length, quanta, s, i, slack
+        self.hidden, self.internal = hidden, internal
+        self.fixed, self.free = fixed, free  # lists of Column | None indexed by q; free is None unless both
+        self.shape = (length + 1, quanta + 1)
+
+    def _full_length(self, q: int) -> int:
+        return (q - self.s) // self.i + 1 if self.internal else q // self.s
+
+    def cost(self, t: int, q: int, freeable: bool = False) -> int:
+        """``N(t, q)`` (``F(t, q)`` when ``freeable`` and the tables differ); ``_INF`` below ``s`` quanta."""
+        q = min(q, self.quanta)
+        column = (self.free if freeable and self.free is not None else self.fixed)[q]
+        return _INF if column is None else int(column.at(t))
+
+    def decide(self, t: int, q: int, freeable: bool) -> tuple[int, int]:
+        """The decision ``(option, split)`` of cell ``(t, q)`` (``t >= 2``) of ``F`` if ``freeable`` else ``N``."""
+        option, split = self.decisions(np.array([t]), q, freeable)
+        return int(option[0]), int(split[0])
+
+    def decisions(self, ts: np.ndarray, q: int, freeable: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The decisions ``(option, split)`` of cells ``(t, q)`` for the lengths ``ts`` (all ``>= 2``): the smallest
+        key ``(value, option, split)`` over the candidates of fact 1, as in a dense table."""
+        s, i = self.s, self.i
+        q = min(q, self.quanta)
+        ts = np.asarray(ts, np.int64)
+        if q < s:
+            return np.full(ts.shape, _NOTHING), np.zeros(ts.shape, np.int64)
+        both = self.free is not None
+        own = (self.free if freeable and both else self.fixed)[q]
+        scale = self.length + 2
+        best = (ts * (ts + 1) // 2) * 4 * scale
+        terms = []
+        if self.hidden and q - s >= s:
+            terms.append((_HIDDEN, 0, (self.free if both else self.fixed)[q - s]))
+        if self.internal and q - i >= s:
+            terms.append((_INTERNAL, 1, self.fixed[q - i]))
+        column = ts[:, None]
+        for option, offset, right in terms:
+            ys = np.concatenate([np.broadcast_to(own.convex + offset, (ts.shape[0], own.convex.shape[0])),
+                                 column - right.convex, np.ones_like(column), column - 1], axis=1)
+            ys = np.clip(ys, 1, column - 1)
+            values = ys + own.at(ys - offset) + right.at(column - ys)
+            best = np.minimum(best, ((values * 4 + option) * scale + ys).min(axis=1))
+        if freeable and both and q >= i:
+            best = np.minimum(best, ((1 + self.fixed[q - i + s].at(ts - 1)) * 4 + _SPENT) * scale + 1)
+        option, split = np.divmod(best % (4 * scale), scale)
+        floor = ts <= self._full_length(q)  # every state stored: the floor, split 1
+        option[floor] = _INTERNAL if self.internal else _HIDDEN
+        split[floor] = 1
+        return option, split
+
+    def dense(self):
+        """``((cost, code, split), free)`` as dense ``(length + 1, quanta + 1)`` arrays, ``free`` ``None`` unless ``F``
+        is a table of its own (the layout of ``tests/test_solver_fast.py``'s reference)."""
+        tables = []
+        ts = np.arange(2, self.length + 1)
+        for freeable in (False, True) if self.free is not None else (False,):
+            cost = np.full(self.shape, _INF, np.int64)
+            code = np.zeros(self.shape, np.int8)
+            split = np.zeros(self.shape, np.int32)
+            for q in range(self.s, self.quanta + 1):
+                cost[:, q] = (self.free if freeable else self.fixed)[q].dense()
+                if ts.size:
+                    code[2:, q], split[2:, q] = self.decisions(ts, q, freeable)
+            tables.append((cost, code, split))
+        return tables[0], (tables[1] if len(tables) > 1 else None)
+
+
+def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool,
+                  slack: int = _INF) -> Columns:
+    """Solve ``N`` (and ``F`` when both options are enabled and ``i >= s``) for ``t <= length``, ``q <= quanta``.
+
+    Every cell is capped at ``slack + t`` (fact 7): exact wherever it is below, and the cap elsewhere. A query of
+    length ``T`` whose cost is at most ``B`` is answered exactly, decisions included, with ``slack = B + 1 - T``.
     """
     if hidden and internal and i < s:
         hidden = False  # MSM equals ISM here (module doc)
     both = hidden and internal
     n = length + 1
-    tables = 2 if both else 1
-    cost = np.full((tables, quanta + 1, n), _INF, np.int64)  # column-major while solving: cost[0, q] is N(., q)
-    code = np.zeros((tables, quanta + 1, n), np.int8)
-    split = np.zeros((tables, quanta + 1, n), np.int32)
-
-    def result():
-        triples = [(cost[k].T, code[k].T, split[k].T) for k in range(tables)]
-        return triples[0], (triples[1] if both else None)
-
-    if quanta < s:
-        return result()
-    cost[:, s:, : min(length, 1) + 1] = np.arange(min(length, 1) + 1)
-    floor_code = _INTERNAL if internal else _HIDDEN
+    fixed: list = [None] * (quanta + 1)
+    free: list | None = [None] * (quanta + 1) if both else None
+    freeable = free if both else fixed  # the table of a freeable start: F, or N itself without internal states
     everything = np.arange(n, dtype=np.int64)
     nothing = everything * (everything + 1) // 2
     floor = everything if internal else np.maximum(2 * everything - 1, 0)
-    breakpoints: list[dict[int, np.ndarray]] = [{} for _ in range(tables)]
-    freeable = tables - 1  # the table of a freeable start: F, or N itself without internal states
-    # > every split; the largest finite key is (nothing[length] * 4 + 3) * scale < 2**63 for length < 10**6
-    scale = n + 1
-    ends = np.array([1, n], np.int64)
-    spent = np.full(n, _INF, np.int64)
+    ceiling = everything + slack
+    dense: dict[int, np.ndarray] = {}  # id(column) -> its values, for the columns still to be read
+    seen: dict[tuple, Column] = {}  # fact 5: (table, floor region, ids of the columns read) -> column
+
+    def values_of(column: Column) -> np.ndarray:
+        values = dense.get(id(column))
+        if values is None:
+            values = dense[id(column)] = column.dense()
+        return values
+
+    def stored(column: Column, left: Column | None) -> Column:
+        return left if left is not None and left == column else column
+
     for q in range(s, quanta + 1):
-        full_length = (q - s) // i + 1 if internal else q // s  # the longest t with _full_quanta(t) <= q
+        full_length = (q - s) // i + 1 if internal else q // s  # the longest t with every state stored
         top = min(full_length, length)
-        if top >= 2:
-            cost[:, q, 2: top + 1] = floor[2: top + 1]
-            code[:, q, 2: top + 1] = floor_code
-            split[:, q, 2: top + 1] = 1
         t0 = max(2, top + 1)
-        # hidden splits continue with a freeable checkpoint (F), internal ones with a fixed start (N)
-        terms = []
-        if hidden and q - s >= s:
-            terms.append((_HIDDEN, 0, cost[freeable, q - s], np.concatenate([breakpoints[freeable][q - s], ends])))
-        if internal and q - i >= s:
-            terms.append((_INTERNAL, 1, cost[0, q - i], np.concatenate([breakpoints[0][q - i], ends])))
-        codes, splits = _solve_column(cost[0, q], t0, terms, None, nothing, everything, scale)
-        code[0, q, t0:] = codes
-        split[0, q, t0:] = splits
-        breakpoints[0][q] = _breakpoints(cost[0, q])
-        if not both:
-            continue
-        cost[1, q, t0:] = cost[0, q, t0:]
-        code[1, q, t0:] = code[0, q, t0:]
-        split[1, q, t0:] = split[0, q, t0:]
-        breakpoints[1][q] = breakpoints[0][q]  # the same column, unless spent wins below
-        if q >= i and t0 <= length:
-            spent[2:] = 1 + cost[0, q - i + s, 1:length]  # the N column is final, also when i == s
-            wins = np.flatnonzero(spent[t0:] < cost[0, q, t0:])
-            if wins.size:
-                first = t0 + int(wins[0])
-                cost[1, q, first] = spent[first]
-                code[1, q, first] = _SPENT
-                split[1, q, first] = 1
-                codes, splits = _solve_column(cost[1, q], first + 1, terms, spent, nothing, everything, scale)
-                code[1, q, first + 1:] = codes
-                split[1, q, first + 1:] = splits
-                breakpoints[1][q] = _breakpoints(cost[1, q])
-    return result()
+        right_hidden = freeable[q - s] if hidden and q - s >= s else None
+        right_internal = fixed[q - i] if internal and q - i >= s else None
+        key = ("N", top, id(right_hidden), id(right_internal))
+        column = seen.get(key)
+        if column is None:
+            values = np.zeros(n, np.int64)
+            values[: min(length, 1) + 1] = everything[: min(length, 1) + 1]
+            values[2: top + 1] = floor[2: top + 1]
+            np.minimum(values, ceiling, out=values)
+            terms = [_Term(option, offset, right, values_of(right)) for option, offset, right in (
+                (_HIDDEN, 0, right_hidden), (_INTERNAL, 1, right_internal)) if right is not None]
+            _solve_column(values, t0, terms, None, None, nothing, everything, ceiling)
+            column = seen[key] = stored(Column(values), fixed[q - 1])
+            dense[id(column)] = values
+        fixed[q] = column
+        if both:
+            spent_from = fixed[q - i + s] if q >= i else None
+            key = ("F", top, id(right_hidden), id(right_internal), id(column), id(spent_from))
+            free_column = seen.get(key)
+            if free_column is None:
+                free_column = column
+                if spent_from is not None and t0 <= length:
+                    values = values_of(column)
+                    spent = np.full(n, _INF, np.int64)
+                    spent[2:] = 1 + values_of(spent_from)[1:length]
+                    wins = np.flatnonzero(spent[t0:] < values[t0:])
+                    if wins.size:
+                        first = t0 + int(wins[0])
+                        free_values = values.copy()
+                        free_values[first] = min(spent[first], ceiling[first])
+                        terms = [_Term(option, offset, right, values_of(right)) for option, offset, right in (
+                            (_HIDDEN, 0, right_hidden), (_INTERNAL, 1, right_internal)) if right is not None]
+                        _solve_column(free_values, first + 1, terms, spent, spent_from.knots, nothing,
+                                      everything, ceiling)
+                        free_column = stored(Column(free_values), free[q - 1])
+                        dense[id(free_column)] = free_values
+                seen[key] = free_column
+            free[q] = free_column
+        # keep the values of the columns that later widths still read: q + 1 - i and above
+        live = {id(c) for table in ((fixed, free) if both else (fixed,))
+                for c in table[max(s, q + 1 - i - s): q + 1] if c is not None}
+        for key_id in [key_id for key_id in dense if key_id not in live]:
+            del dense[key_id]
+    return Columns(length, quanta, s, i, hidden, internal, fixed, free, slack)

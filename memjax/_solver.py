@@ -55,6 +55,7 @@ from typing import Callable
 
 import numpy as np
 
+from memjax._dp_kernels import Columns, solve_columns
 from memjax._schedule import Op, Schedule
 
 __all__ = ["KINDS", "Policy", "solve", "min_memory", "hsm_cost"]
@@ -64,7 +65,7 @@ _INF = 2**60  # three of these still add up without overflowing int64
 _NOTHING, _HIDDEN, _INTERNAL, _SPENT = 0, 1, 2, 3
 _MAX_QUANTA_PER_UNIT = 8
 # A cached table grows at least geometrically (so that growing sequences of queries cost O(log) solves) while
-# the grown table stays below this many cells (13 or 26 bytes each); larger requests are solved as asked.
+# the grown table stays below this many cells (of work: tables are stored as knots); larger ones are solved as asked.
 _GROWTH_CELLS = 1 << 26
 
 # A decision for the segment (a, b] given q quanta and whether its start is a freeable hidden checkpoint:
@@ -121,50 +122,61 @@ def _hsm_split(t: int, m: int) -> int:
     raise AssertionError("no optimal split found")  # pragma: no cover
 
 
-@dataclasses.dataclass(frozen=True)
-class _Table:
-    """Costs and decisions of the generic DP for all ``t <= length`` and ``q <= quanta``.
-
-    ``cost``, ``code`` and ``split`` are the table ``N`` (the start cannot be freed); ``free_*`` the table ``F``
-    (the start is a freeable hidden checkpoint), ``None`` when ``F = N`` or ``F`` is never consulted (one option
-    only, or ``i < s``).
-    """
-
-    cost: np.ndarray  # int64 (length + 1, quanta + 1), _INF where infeasible
-    code: np.ndarray  # int8, _NOTHING / _HIDDEN / _INTERNAL (and _SPENT in free_code)
-    split: np.ndarray  # int32, the split y
-    free_cost: np.ndarray | None = None
-    free_code: np.ndarray | None = None
-    free_split: np.ndarray | None = None
+_TABLES: dict[tuple, Columns] = {}
 
 
-_TABLES: dict[tuple, _Table] = {}
-
-
-def _table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool) -> _Table:
-    """The DP table, from the process-wide cache when a table at least this large was already solved.
+def _table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool, slack: int,
+           cell: tuple[int, int] | None = None) -> Columns:
+    """The DP table, exact for cells below ``slack + t``, from the process-wide cache when one that covers the
+    request was already solved (a cached table also serves ``cell = (t, q)`` if that cell is exact in it).
 
     A table that must grow covers both requests and at least doubles the dimension that fell short (quanta
-    capped at ``_full_quanta`` of the new length, beyond which columns are constant), as long as the grown table
-    has at most ``_GROWTH_CELLS`` cells: a growing sequence of queries then costs O(log) solves, and alternating
-    queries never solve twice.
+    capped at ``_full_quanta`` of the new length, beyond which columns are constant; the slack), as long as the
+    grown table has at most ``_GROWTH_CELLS`` cells: a growing sequence of queries then costs O(log) solves, and
+    alternating queries never solve twice.
     """
     key = (s, i, hidden, internal)
     cached = _TABLES.get(key)
-    if cached is not None and cached.cost.shape[0] > length and cached.cost.shape[1] > quanta:
-        return cached
+    if cached is not None and cached.length >= length and cached.quanta >= quanta:
+        if cached.slack >= slack or (cell is not None and cached.cost(*cell) < cached.slack + cell[0]):
+            return cached
     if cached is not None:
-        old_length, old_quanta = cached.cost.shape[0] - 1, cached.cost.shape[1] - 1
+        old_length, old_quanta = cached.length, cached.quanta
         new_length, new_quanta = max(length, old_length), max(quanta, old_quanta)
         grown_length = max(new_length, 2 * old_length) if length > old_length else new_length
         full = _full_quanta(grown_length, s, i, internal)
         grown_quanta = max(new_quanta, min(2 * old_quanta, full)) if quanta > old_quanta else new_quanta
         if (grown_length + 1) * (grown_quanta + 1) <= _GROWTH_CELLS:
             new_length, new_quanta = grown_length, grown_quanta
-        length, quanta = new_length, new_quanta
-    table = _solve_table(length, quanta, s, i, hidden, internal)
+        if slack > cached.slack:  # the cap grows geometrically as well
+            slack = min(max(slack, 2 * cached.slack), _INF)
+        length, quanta, slack = new_length, new_quanta, max(slack, cached.slack)
+    table = _solve_table(length, quanta, s, i, hidden, internal, slack)
     _TABLES[key] = table
     return table
+
+
+def _cost_bound(t: int, q: int, s: int, i: int, hidden: bool) -> int:
+    """An upper bound on the cost of MSM (``hidden``) or ISM with ``q >= s`` quanta: binomial checkpointing.
+
+    Revolve with ``q // s`` hidden-state slots is an MSM policy; with ``(q - s) // i + 1`` slots it is an ISM policy
+    too when each checkpoint ``h_y`` is stored as ``I_y`` (same forwards: ``I_y`` is what the forward of step ``y``
+    computes; ``I_y`` holds ``h_y``, and step ``y`` is then back-propagated without recomputing it).
+    """
+    bound = hsm_cost(t, (q - s) // i + 1)
+    return min(bound, hsm_cost(t, q // s)) if hidden else bound
+
+
+def _exact_table(t: int, q: int, s: int, i: int, hidden: bool) -> Columns:
+    """A table in which cell ``(t, q)`` and every sub-problem of its optimal policy are exact (fact 7 of
+    :mod:`memjax._dp_kernels`). Costs of about ``2t`` and below are the common case: a table capped there is
+    solved first, and only if the cell reaches the cap a second one, capped at the cost bound."""
+    bound = _cost_bound(t, q, s, i, hidden)
+    for slack in sorted({min(t + 1, bound + 1 - t), bound + 1 - t}):
+        table = _table(t, q, s, i, hidden, True, slack, cell=(t, q))
+        if table.cost(t, q) < table.slack + t:
+            return table
+    raise AssertionError(f"cost of ({t}, {q}) above its bound {bound}")  # pragma: no cover
 
 
 def _full_quanta(t: int, s: int, i: int, internal: bool) -> int:
@@ -172,19 +184,18 @@ def _full_quanta(t: int, s: int, i: int, internal: bool) -> int:
     return s + i * (t - 1) if internal else s * t
 
 
-def _solve_table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool) -> _Table:
+def _solve_table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool,
+                 slack: int = _INF) -> Columns:
     """Solve the N / F recurrences (HSM / ISM when one option is disabled) for all ``t <= length``, ``q <= quanta``.
 
     Column by column in ``q`` (:mod:`memjax._dp_kernels`): each cell minimises over the breakpoints of the
     (piecewise linear) columns instead of over every split, and runs of a column are guessed and then verified
-    by the recurrence itself; both steps are exact (proofs in that module's docstring). ``C(t, q)`` equals its
-    floor with split 1 once ``q`` holds every state (``_full_quanta``); ties go to nothing, then hidden, then
-    internal, then spent, then the smallest split.
+    by the recurrence itself; widths that read the same columns share one; all steps are exact (proofs in that
+    module's docstring). Columns are kept as their knots and decisions are recomputed for one cell on demand.
+    ``C(t, q)`` equals its floor with split 1 once ``q`` holds every state (``_full_quanta``); ties go to nothing,
+    then hidden, then internal, then spent, then the smallest split.
     """
-    from memjax._dp_kernels import solve_columns
-
-    (cost, code, split), free = solve_columns(length, quanta, s, i, hidden, internal)
-    return _Table(cost, code, split, *(free or (None, None, None)))
+    return solve_columns(length, quanta, s, i, hidden, internal, slack)
 
 
 def _quantize(alpha: float) -> tuple[int, int]:
@@ -314,20 +325,16 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
         segment, cost = _chen_segment(t, q, s, i)
         return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_chen_decide, t, segment))
     q_table = min(q, _full_quanta(t, s, i, True))
-    table = _table(t, q_table, s, i, hidden=kind == "msm", internal=True)
-    cost = int(table.cost[t, q_table])
-    return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_table_decide, table))
+    table = _exact_table(t, q_table, s, i, hidden=kind == "msm")
+    return Policy(kind, t, m, alpha, table.cost(t, q_table), s, i, q, functools.partial(_table_decide, table))
 
 
 solve.cache_clear = _solve.cache_clear
 solve.cache_info = _solve.cache_info
 
 
-def _table_decide(table: _Table, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
-    q = min(q, table.cost.shape[1] - 1)
-    if freeable and table.free_code is not None:
-        return int(table.free_code[b - a, q]), int(table.free_split[b - a, q])
-    return int(table.code[b - a, q]), int(table.split[b - a, q])
+def _table_decide(table: Columns, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
+    return table.decide(b - a, q, freeable)
 
 
 def _hsm_decider(a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
@@ -413,10 +420,13 @@ def min_memory(length: int, max_cost: int | None = None, *, alpha: float = 1.0, 
     full = _full_quanta(t, s, i, True)
     quanta = min(full, 16 * s)
     while True:  # the table's cost grows with its width: double it until the answer is inside
-        table = _table(t, quanta, s, i, hidden=kind == "msm", internal=True)
-        row = table.cost[t, : quanta + 1]
-        if row[quanta] <= max_cost:
-            return float(np.flatnonzero(row <= max_cost)[0]) / s
+        table = _table(t, quanta, s, i, hidden=kind == "msm", internal=True, slack=max_cost + 1 - t)
+        if table.cost(t, quanta) <= max_cost:  # cells above max_cost may be capped (at max_cost + 1 or more)
+            lo, hi = s, quanta
+            while lo < hi:  # more memory never costs more: the cost is non-increasing in q
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if table.cost(t, mid) <= max_cost else (mid + 1, hi)
+            return float(lo) / s
         quanta = min(full, 2 * quanta)
 
 

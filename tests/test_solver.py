@@ -697,27 +697,30 @@ def test_solve_is_cached_and_tables_are_reused(monkeypatch):
     assert first.schedule() is first.schedule()
 
     table = _solver._TABLES[(4, 19, True, True)]
+    assert table.slack == 41  # cells capped at 2t + 1 (fact 7 of memjax._dp_kernels): this cost is below
     solve.cache_clear()
     again = solve(40, 30.0, alpha=alpha)  # a new Policy, solved from the cached table
     assert again is not first and again == first and again.cost == first.cost
     assert solve(20, 12.5, alpha=alpha).cost > 0  # a smaller query: covered by the cached table
-    assert min_memory(40, 200, alpha=alpha) > 0
+    assert min_memory(30, 60, alpha=alpha) > 0  # at most 2t forwards: exact in the capped table too
     assert len(calls) == 1
     assert _solver._TABLES[(4, 19, True, True)] is table
 
+    assert min_memory(40, 200, alpha=alpha) > 0  # up to 200 forwards: needs cells below 161 + t exact
+    assert len(calls) == 2 and _solver._TABLES[(4, 19, True, True)].slack == 161
     solve(60, 10.0, alpha=alpha)  # longer: the table grows to (80 steps, 120 quanta), covering both queries
-    assert len(calls) == 2 and _solver._TABLES[(4, 19, True, True)].cost.shape == (81, 121)
+    assert len(calls) == 3 and _solver._TABLES[(4, 19, True, True)].shape == (81, 121)
     solve(40, 30.0, alpha=alpha, kind="msm")
     solve(59, 29.0, alpha=alpha)
     solve(80, 29.0, alpha=alpha)
-    assert len(calls) == 2
+    assert len(calls) == 3
     solve(30, 40.0, alpha=alpha)  # wider: grows to (80, 240), still covering the long query
-    assert _solver._TABLES[(4, 19, True, True)].cost.shape == (81, 241)
+    assert _solver._TABLES[(4, 19, True, True)].shape == (81, 241)
     solve(60, 10.5, alpha=alpha)
     solve(60, 59.75, alpha=alpha)
-    assert len(calls) == 3
-    solve(20, 12.5, alpha=alpha, kind="ism")  # another kind: another table
-    assert len(calls) == 4 and len(_solver._TABLES) == 2
+    assert len(calls) == 4
+    solve(20, 12.5, alpha=alpha, kind="ism")  # another kind: another table; above 2t + 1, so capped at its bound
+    assert len(calls) == 6 and len(_solver._TABLES) == 2 and calls[-1][-1] > calls[-2][-1]
     solve.cache_clear()
 
 

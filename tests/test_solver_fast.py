@@ -97,8 +97,12 @@ def _assert_tables_equal(got, want, decisions=True):
         np.testing.assert_array_equal(got.split, want.split)
 
 
-def _free_table(table):
-    return Table(table.free_cost, table.free_code, table.free_split) if table.free_cost is not None else None
+def _fast(length, quanta, s, i, hidden, internal):
+    """The fast solver's ``N`` and ``F`` tables, expanded to dense arrays (``F`` ``None`` unless a table of its own)."""
+    got = _solver._solve_table(length, quanta, s, i, hidden, internal)
+    assert got.shape == (length + 1, quanta + 1)
+    fixed, free = got.dense()
+    return Table(*fixed), (Table(*free) if free is not None else None)
 
 
 _ALPHAS = (1.0, 1.5, 2.0, 7 / 3, 7.5, 10.0)
@@ -118,14 +122,12 @@ def test_fast_table_equals_reference(alpha, hidden, internal):
     s, i = _quantize(alpha)
     for length, quanta in _grid(alpha):
         want, want_free = reference_solve_table(length, quanta, s, i, hidden, internal)
-        got = _solver._solve_table(length, quanta, s, i, hidden, internal)
+        got, got_free = _fast(length, quanta, s, i, hidden, internal)
         _assert_tables_equal(got, want)
         if hidden and internal:
-            _assert_tables_equal(_free_table(got), want_free)
+            _assert_tables_equal(got_free, want_free)
         else:
-            assert got.free_cost is None
-        assert got.cost.dtype == np.int64 and got.code.dtype == np.int8 and got.split.dtype == np.int32
-        assert got.cost.shape == got.code.shape == got.split.shape == (length + 1, quanta + 1)
+            assert got_free is None
 
 
 @pytest.mark.parametrize("s,i", [(1, 1), (1, 2), (2, 3), (3, 7), (2, 15), (1, 10), (3, 3)])
@@ -135,10 +137,10 @@ def test_fast_table_equals_reference_every_width(s, i):
     quanta = _full_quanta(length, s, i, True) + 2
     for hidden, internal in _OPTIONS:
         want, want_free = reference_solve_table(length, quanta, s, i, hidden, internal)
-        got = _solver._solve_table(length, quanta, s, i, hidden, internal)
+        got, got_free = _fast(length, quanta, s, i, hidden, internal)
         _assert_tables_equal(got, want)
         if hidden and internal:
-            _assert_tables_equal(_free_table(got), want_free)
+            _assert_tables_equal(got_free, want_free)
 
 
 @pytest.mark.parametrize("s,i", [(2, 1), (4, 3), (8, 5)])
@@ -150,9 +152,9 @@ def test_internal_smaller_than_hidden_is_ism(s, i):
     want, _ = reference_solve_table(length, quanta, s, i, True, True)
     ism, _ = reference_solve_table(length, quanta, s, i, False, True)
     np.testing.assert_array_equal(want.cost, ism.cost)
-    got = _solver._solve_table(length, quanta, s, i, True, True)
+    got, got_free = _fast(length, quanta, s, i, True, True)
     _assert_tables_equal(got, ism)
-    assert got.free_cost is None
+    assert got_free is None
 
 
 @pytest.mark.parametrize("alpha", (2.0, 7.5))
@@ -160,10 +162,9 @@ def test_fast_decisions_cost_what_the_table_says(alpha):
     """Each recorded decision recomputes to the tabled cost (optimality of the decisions, not only the costs)."""
     s, i = _quantize(alpha)
     length, quanta = 400, (s + i * 399) // 10
-    table = _solver._solve_table(length, quanta, s, i, True, True)
-    N, F = table.cost, table.free_cost
-    for fixed, (cost, code, split) in ((True, (table.cost, table.code, table.split)),
-                                       (False, (table.free_cost, table.free_code, table.free_split))):
+    table, free = _fast(length, quanta, s, i, True, True)
+    N, F = table.cost, free.cost
+    for fixed, (cost, code, split) in ((True, table), (False, free)):
         for t, q in itertools.product(range(2, length + 1, 7), range(s, quanta + 1, 5)):
             y = int(split[t, q])
             if code[t, q] == _NOTHING:
@@ -178,3 +179,78 @@ def test_fast_decisions_cost_what_the_table_says(alpha):
             assert value == cost[t, q], (t, q, fixed)
         assert np.all(cost[:, s:] <= N[:, s:])  # a freeable start never costs more
     assert np.any(F[:, s:] < N[:, s:])
+
+
+def test_sparse_runs_are_exercised_and_agree_with_dense_runs(monkeypatch):
+    """Fact 6 (sparse verification at the knots) is used, and gives the tables that dense runs give."""
+    from memjax import _dp_kernels
+
+    sparse = []
+    original = _dp_kernels._events
+
+    def counting(*args):
+        points = original(*args)
+        sparse.append(points is not None)
+        return points
+
+    s, i = _quantize(7.5)
+    monkeypatch.setattr(_dp_kernels, "_events", counting)
+    length, quanta = 1500, (s + i * 1499) // 10
+    got = _dp_kernels.solve_columns(length, quanta, s, i, True, True)
+    assert sum(sparse) > 100 and not all(sparse)
+    monkeypatch.setattr(_dp_kernels, "_events", lambda *args: None)
+    want = _dp_kernels.solve_columns(length, quanta, s, i, True, True)
+    for q in range(s, quanta + 1):
+        assert got.fixed[q] == want.fixed[q] and got.free[q] == want.free[q], q
+    for t in range(2, length + 1, 37):
+        for q in range(s, quanta + 1, 41):
+            for freeable in (False, True):
+                assert got.decide(t, q, freeable) == want.decide(t, q, freeable)
+
+
+@pytest.mark.parametrize("alpha", (1.0, 2.5, 7.5))
+@pytest.mark.parametrize("hidden,internal", _OPTIONS)
+def test_capped_tables_are_exact_below_the_cap(alpha, hidden, internal):
+    """Fact 7: with ``slack``, every cell is ``min(C(t, q), slack + t)``, and decisions are exact below the cap."""
+    s, i = _quantize(alpha)
+    length, quanta = 150, (s + i * 149) // 8
+    want, want_free = reference_solve_table(length, quanta, s, i, hidden, internal)
+    ts = np.arange(length + 1)[:, None]
+    for slack in (1, 20, 151, 700):
+        got, got_free = _fast_capped(length, quanta, s, i, hidden, internal, slack)
+        for g, w in ((got, want), (got_free, want_free)) if want_free is not None else ((got, want),):
+            ceiling = np.where(w.cost >= _INF, _INF, slack + ts)
+            np.testing.assert_array_equal(g.cost[:, s:], np.minimum(w.cost, ceiling)[:, s:])
+            below = (w.cost < slack + ts)
+            below[:2] = False
+            np.testing.assert_array_equal(g.code[below], w.code[below])
+            np.testing.assert_array_equal(g.split[below], w.split[below])
+
+
+def _fast_capped(length, quanta, s, i, hidden, internal, slack):
+    got = _solver._solve_table(length, quanta, s, i, hidden, internal, slack)
+    fixed, free = got.dense()
+    return Table(*fixed), (Table(*free) if free is not None else None)
+
+
+def test_costs_grow_by_at_least_one_per_step():
+    """Fact 7's early stop relies on ``C(t + 1, q) >= C(t, q) + 1`` (dropping the last step saves its forward)."""
+    for alpha in (1.0, 7 / 3, 7.5):
+        s, i = _quantize(alpha)
+        for hidden, internal in _OPTIONS:
+            want, want_free = reference_solve_table(120, (s + i * 119) // 4, s, i, hidden, internal)
+            for table in (want, want_free) if want_free is not None else (want,):
+                finite = table.cost[:, s:]
+                assert np.all(np.diff(finite, axis=0) >= 1)
+
+
+@pytest.mark.parametrize("alpha", (1.0, 2.0, 7 / 3, 7.5))
+def test_cost_bound_is_an_upper_bound(alpha):
+    """The binomial bound used to cap tables (``_solver._cost_bound``) is never below the optimum."""
+    s, i = _quantize(alpha)
+    length, quanta = 200, (s + i * 199) // 3
+    for hidden in (True, False):
+        want, _ = reference_solve_table(length, quanta, s, i, hidden, True)
+        for t in range(1, length + 1, 7):
+            for q in range(s, quanta + 1, 3):
+                assert want.cost[t, q] <= _solver._cost_bound(t, q, s, i, hidden), (t, q, hidden)
