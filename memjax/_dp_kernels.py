@@ -31,8 +31,8 @@ forwards, so MSM equals ISM and the hidden option is dropped (the spent option w
 ``q - i + s > q``, which the column order below cannot give); ``tests/test_solver_fast.py`` checks the equality.
 
 Columns ``N(., q)`` and ``F(., q)`` are computed in increasing ``q`` and, in a column, ``N`` before ``F`` (``F`` reads
-``N(., q - i + s)``, the ``N`` column itself when ``i = s``; ``N`` never reads ``F``'s own column). Five exact facts
-make this cheap.
+``N(., q - i + s)``, the ``N`` column itself when ``i = s``; ``N`` never reads ``F``'s own column). Seven exact
+facts make this cheap.
 
 **1. Breakpoint candidates (proof), one min term at a time.** Every split term above has the form
 ``f(y) = y + L(y - o) + R(t - y)`` on the integers ``1 <= y <= t - 1``, with ``L`` the column being computed
@@ -60,10 +60,10 @@ the necessary candidates gives the same minimum and smallest minimiser, so the e
 known. For a run of lengths ``t0 <= t < t1`` the solver writes a guess ``G`` (``L`` continuing its last increment)
 into the column, evaluates the recurrence ``L'`` for the whole run at once from the guessed column, and keeps the
 longest prefix where ``L' = G`` plus the first mismatching entry: by induction on ``t``, if ``G = L`` below ``t``
-then ``L'(t)`` is the true one, so every kept entry is exact. (Under ``G`` the column has no breakpoint at or after
-``t0 - 1``, so the breakpoints of the known part are the candidate set of fact 1.) After a mismatch the re-evaluated
-tail is the next guess for the same run (a Picard iteration, again verified before anything is kept). Runs double
-while guesses hold and halve when they fail.
+then ``L'(t)`` is the true one, so every kept entry is exact; the own candidates of fact 1 are therefore the
+breakpoints of the guessed column, read up to the end of the run. After a mismatch the re-evaluated tail is the
+next guess for the same run (a Picard iteration, again verified before anything is kept). Dense runs double while
+guesses hold and halve when they fail.
 
 **4. F follows N until spent wins (proof by induction).** The split terms of ``F`` are those of ``N`` with ``F``'s
 own column in place of ``N``'s. So if ``F(k, q) = N(k, q)`` for all ``k < t`` and the spent value at ``t`` is not
@@ -77,11 +77,34 @@ reads the very columns another width read, with the same floor region, its colum
 equal to its left neighbour is stored as that neighbour, so equality propagates to the columns that read it. At
 fine quanta (``s > 1``, or large budgets) most widths are settled this way without any evaluation.
 
+**6. Sparse verification (proof).** Under a guess that is linear between its knots, every candidate of a run is a
+shifted column plus a linear function of ``t``, clipped at a fixed length: linear between *events* (the knots of
+the columns it reads, shifted, its clipping point, and the knots of the guess). For ``t >= 3`` "store nothing" is
+never the minimum when a split or spent option exists (``y = 1`` costs at most ``2 + t (t - 1) / 2`` with hidden
+states, ``1 + t (t - 1) / 2`` with internal or spent ones), so between two events the recurrence ``L'`` is a
+minimum of linear functions: concave. If ``L' = G`` at an event ``e``, at ``e + 1`` and at the next event ``e'``,
+then ``L' - G`` is concave, zero at ``e`` and ``e + 1`` hence non-increasing after, and zero at ``e'``: zero on the
+whole gap. So evaluating ``L'`` at the events and the lengths right after them verifies a run of any length. At
+the first evaluated mismatch after a gap, every candidate is linear on the gap and non-increasing relative to
+``G``, and the first length where one drops below ``G`` is solved for exactly. The evaluation there (interpolated)
+is the next guess. Runs whose events are too many are verified densely, as in fact 3.
+
+**7. Caps (proof).** Every cost is at least its length (``C(t) >= t``) and grows by at least one per step
+(``C(t + 1) >= C(t) + 1``: dropping step ``t + 1`` from a schedule drops at least its own forward). Cap every cell
+at ``K + t`` for a ``K >= 0``. If ``C(t, q) < K + t``, each sub-problem of an optimal split is also below its cap
+(for a hidden split, ``C(y) = C(t) - y - C(t - y) < K + t - y - (t - y) <= K + y``, and alike for the others), so
+its capped value is exact; and a split that reads a capped cell evaluates to at least ``K + t`` (the capped part
+is at least ``K`` plus its length, the rest at least its length). So the capped recurrence gives
+``min(C(t, q), K + t)`` everywhere, with the exact decision wherever ``C < K + t``, and a column can stop at the
+first cell that reaches its cap (``C(t) - t`` never decreases). Every sub-problem of an optimal policy for a query
+``(T, Q)`` with ``C(T, Q) <= B`` is below the cap ``K = B + 1 - T``. ``B`` is first ``2T`` (the common case), then a
+binomial bound (``_solver._cost_bound``); a capped table answers only queries whose cell is below its cap.
+
 Storage: a column is piecewise linear in ``t`` with few pieces (a handful on average, at most ``t``), and is kept as
 its knots (:class:`Column`); decisions are not stored but recomputed for one cell on demand from the candidates of
-fact 1 (:meth:`Columns.decide`), which gives exactly the decision a dense table would hold. Cost of a solve:
-``O(length * quanta' * K)`` element operations for the ``quanta'`` widths that facts 4-5 leave, ``K`` the pruned
-candidates (a few to a few dozen), plus a few dozen numpy calls per run.
+fact 1 (:meth:`Columns.decide`), which gives exactly the decision a dense table would hold. Cost of a solve: for
+the widths that facts 4-5 leave, the cells of dense runs and the events of sparse ones (up to where fact 7 stops
+the column) times the pruned candidates (a few to a few dozen), plus a few dozen numpy calls per run.
 """
 
 from __future__ import annotations
