@@ -120,11 +120,13 @@ _MAX_RUN = 1 << 14  # of a dense run; sparse ones grow without bound
 class Column:
     """An integer function ``C(0), ..., C(length)`` kept as the knots where its increment changes.
 
-    ``C`` is linear between consecutive knots (``knots[0] = 0``, ``knots[-1] = length``); ``convex`` holds the convex
-    breakpoints ``{k : C(k + 1) - C(k) > C(k) - C(k - 1)}`` of fact 1, ascending.
+    ``C`` is linear between consecutive knots (``knots[0] = 0``, ``knots[-1] = length``), with increment
+    ``slopes[j]`` on piece ``j`` (from ``knots[j]`` to ``knots[j + 1]``); ``convex`` holds the convex breakpoints
+    ``{k : C(k + 1) - C(k) > C(k) - C(k - 1)}`` of fact 1, ascending. The envelopes of the increments ``c(k) =
+    C(k) - C(k - 1)`` that fact 2 reads are kept per piece.
     """
 
-    __slots__ = ("knots", "values", "slopes", "convex", "_envelopes")
+    __slots__ = ("knots", "values", "slopes", "convex", "_rising", "_falling", "_pieces")
 
     def __init__(self, dense: np.ndarray):
         length = dense.shape[0] - 1
@@ -136,8 +138,11 @@ class Column:
             self.slopes = np.diff(self.values) // np.diff(self.knots)
         else:
             self.slopes = np.zeros(1, np.int64)
-        self.convex = np.flatnonzero(second > 0) + 1
-        self._envelopes = None
+        self.convex = inner[second[inner - 1] > 0]
+        self._rising = np.maximum.accumulate(self.slopes)  # max of the increments up to each piece
+        self._falling = np.minimum.accumulate(self.slopes[::-1])[::-1]  # min from each piece on
+        # piece lookups by searchsorted over knots[:-1]: positions past the last knot stay in the last piece
+        self._pieces = self.knots[:-1] if self.knots.shape[0] > 1 else self.knots
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, Column) and np.array_equal(self.knots, other.knots)
@@ -145,11 +150,37 @@ class Column:
 
     __hash__ = object.__hash__
 
+    def _piece(self, k) -> np.ndarray:
+        """The piece holding position ``k >= 0`` (the one starting there at a knot; the last one at ``length``)."""
+        return self._pieces.searchsorted(k, side="right") - 1
+
     def at(self, k) -> np.ndarray:
         """``C(k)`` for integer positions ``0 <= k <= length`` (any array shape)."""
         k = np.asarray(k, np.int64)
-        piece = np.clip(np.searchsorted(self.knots, k, side="right") - 1, 0, self.slopes.shape[0] - 1)
+        piece = self._piece(k)
         return self.values[piece] + self.slopes[piece] * (k - self.knots[piece])
+
+    def increment(self, k) -> np.ndarray:
+        """``c(k) = C(k) - C(k - 1)`` for ``1 <= k <= length``."""
+        return self.slopes[self._piece(np.asarray(k) - 1)]
+
+    def max_up_to(self, k) -> np.ndarray:
+        """``max_{1 <= j <= k} c(j)`` for ``k >= 1``."""
+        return self._rising[self._piece(np.asarray(k) - 1)]
+
+    def min_from(self, k) -> np.ndarray:
+        """``min_{j >= k} c(j)`` for ``k >= 1``."""
+        return self._falling[self._piece(np.asarray(k) - 1)]
+
+    def first_reaching(self, v) -> np.ndarray:
+        """The least ``k`` with ``max_{j <= k} c(j) >= v`` (``length + 1`` if none)."""
+        piece = np.searchsorted(self._rising, v)
+        return np.append(self.knots[:-1] + 1, self.knots[-1] + 1)[piece]
+
+    def last_at_most(self, v) -> np.ndarray:
+        """The greatest ``k`` with ``min_{j >= k} c(j) <= v`` (``0`` if none)."""
+        piece = np.searchsorted(self._falling, v, side="right")  # pieces before it qualify
+        return np.concatenate([[0], self.knots[1:]])[piece]
 
     def dense(self) -> np.ndarray:
         """All values ``C(0..length)`` as an int64 array."""
@@ -158,62 +189,43 @@ class Column:
         increments = np.repeat(self.slopes, np.diff(self.knots))
         return np.concatenate([self.values[:1], self.values[0] + np.cumsum(increments)])
 
-    def envelopes(self, dense: np.ndarray):
-        """``(prefix_max, last_at_most)`` of the increments ``r(k)``, for fact 2: ``prefix_max[p] = max_{k <= p} r(k)``
-        and ``last_at_most[v]`` = the last ``p`` with ``r(p) <= v`` (``min_{k >= p} r(k) <= v`` iff ``p <=`` it)."""
-        if self._envelopes is None:
-            increments = np.diff(dense)
-            prefix_max = np.concatenate([[0], np.maximum.accumulate(increments)])
-            suffix_min = np.minimum.accumulate(increments[::-1])[::-1]
-            top = int(increments.max(initial=0)) + 2
-            self._envelopes = (prefix_max, np.searchsorted(suffix_min, np.arange(top + 1), side="right"))
-        return self._envelopes
-
 
 class _Term:
     """One split term ``y + L(y - offset) + R(t - y)`` of the column being solved, ``R`` a known column."""
 
-    __slots__ = ("option", "offset", "right", "knots", "candidates", "prefix_max", "last_at_most", "rise", "step")
+    __slots__ = ("option", "offset", "right", "column", "rise", "step")
 
     def __init__(self, option: int, offset: int, column: Column, dense: np.ndarray):
-        self.option, self.offset, self.right, self.knots = option, offset, dense, column.knots
-        n = dense.shape[0]
-        self.candidates = column.convex  # z in BP+(R)
-        self.prefix_max, self.last_at_most = column.envelopes(dense)
-        z = self.candidates
-        self.rise = dense[np.minimum(z + 1, n - 1)] - dense[z]  # r(z + 1)
-        self.step = dense[z] - dense[z - 1] if z.size else z  # r(z)
+        self.option, self.offset, self.right, self.column = option, offset, dense, column
+        z = column.convex  # z in BP+(R): r(z + 1) > r(z)
+        self.rise, self.step = column.increment(z + 1), column.increment(z)
 
 
-def _candidates(column, t0, t1, terms):
-    """The pruned candidates (facts 1-2) of every term for the lengths ``t0 <= t < t1``, given the column (exact
-    below ``t0``, guessed on ``[t0, t1)``): ``[(own_splits, right_breakpoints)]``, one pair per term.
+def _candidates(prefix: Column, t0, t1, terms, length):
+    """The pruned candidates (facts 1-2) of every term for the lengths ``t0 <= t < t1``, given the column ``prefix``
+    up to ``t1 - 1`` (exact below ``t0``, guessed after): ``[(own_splits, right_breakpoints)]``, one pair per term.
 
-    Own candidates are the convex breakpoints of the whole guessed prefix ``column[:t1]``: under the induction of
-    fact 3 (the guess is exact below ``t``) these are the breakpoints of ``L`` that fact 1 needs at ``t``.
+    Own candidates are the convex breakpoints of the whole guessed prefix: under the induction of fact 3 (the guess
+    is exact below ``t``) these are the breakpoints of ``L`` that fact 1 needs at ``t``.
     """
-    length = column.shape[0] - 1
-    prefix = column[:t1]
-    increments = np.diff(prefix)  # increments[k - 1] = l(k), k < t1
-    own_all = np.flatnonzero(np.diff(prefix, 2) > 0) + 1
-    suffix_min = np.minimum.accumulate(increments[::-1])[::-1]
-    prefix_max = np.maximum.accumulate(increments)
+    own_all = prefix.convex
     chosen = []
     for term in terms:
-        offset = term.offset
+        offset, right = term.offset, term.column
         own = own_all
         if own.size:  # fact 2 for y = b + offset: p = t - y in [t0 - y, t1 - 1 - y]
             y = own + offset
-            first = np.searchsorted(term.prefix_max, increments[own - 1] + 2) - 1
-            bound = term.last_at_most[np.minimum(increments[own] + 1, term.last_at_most.shape[0] - 1)]
+            first = right.first_reaching(prefix.increment(own) + 2) - 1
+            bound = right.last_at_most(prefix.increment(own + 1) + 1)
             own = own[np.maximum(first, t0 - y) <= np.minimum(bound, t1 - 1 - y)]
         if own.size == 0:
             own = np.ones(1, np.int64)  # the end y = 1: changes nothing
-        z = term.candidates
+        z = right.convex
         if z.size:  # fact 2 for y = t - z: p = t - z - offset in [t0 - z - offset, t1 - 1 - z - offset]
-            low = np.clip(t0 - z - offset, 1, t1 - 1)
-            high = np.clip(t1 - z - offset, 1, t1 - 1)  # p + 1 at the end of the run
-            z = z[(suffix_min[low - 1] <= term.rise - 2) & (prefix_max[high - 1] >= term.step - 1) & (z + 2 <= t1)]
+            low = np.maximum(t0 - z - offset, 1)  # <= t0 - 1
+            high = np.maximum(t1 - z - offset, 1)  # p + 1 at the end of the run, <= t1 - 1
+            keep = (prefix.min_from(low) <= term.rise - 2) & (prefix.max_up_to(high) >= term.step - 1) & (z + 2 <= t1)
+            z = z[keep]
         chosen.append((own, np.concatenate([z, [1, length + 1]])))  # and the ends y = t - 1, (clipped) y = 1
     return chosen
 
@@ -236,25 +248,43 @@ def _values(column, points, terms, chosen, spent, ceiling):
     return np.concatenate(blocks, axis=1)
 
 
-def _events(column, t0, t1, terms, chosen, spent_knots):
-    """Lengths in ``[t0, t1)`` where some candidate or the guess may change slope (fact 6), or ``None`` when they
-    are too many for the sparse evaluation to pay."""
-    knots = np.flatnonzero(np.diff(column[:t1], 2)) + 1  # of the guessed column, below t1 - 1
-    budget = (t1 - t0) // 2
-    parts = [np.array([t0, t1 - 1]), knots] + ([] if spent_knots is None else [spent_knots + 1])
-    size = 0
+def _shifted(knots, shifts, low, high, limit):
+    """Every ``knots[j] + shifts[k]`` in ``[low, high]`` (``knots`` ascending), without forming all pairs; ``None``
+    if there are more than ``limit``."""
+    first = np.searchsorted(knots, low - shifts)
+    counts = np.searchsorted(knots, high - shifts, side="right") - first
+    total = int(counts.sum())
+    if total > limit:
+        return None
+    ends = np.cumsum(counts)
+    index = np.arange(total) - np.repeat(ends - counts, counts) + np.repeat(first, counts)
+    return knots[index] + np.repeat(shifts, counts)
+
+
+def _events(prefix: Column, t0, t1, terms, chosen, spent_knots):
+    """Lengths in ``[t0, t1)`` where some candidate or the guess may change slope (fact 6) and the lengths right
+    after them, or ``None`` when they are too many for the sparse evaluation to pay (over half the run)."""
+    knots, high = prefix.knots, t1 - 1
+    limit = (t1 - t0) // 2
+    parts = [np.array([t0, high]), knots[knots >= t0]]
+    if spent_knots is not None:
+        parts.append(spent_knots + 1)
     for term, (own, right_candidates) in zip(terms, chosen):
-        size += own.shape[0] * term.knots.shape[0] + right_candidates.shape[0] * knots.shape[0]
-        if size > 64 * budget:
-            return None
         ys = own + term.offset
-        parts += [(ys[:, None] + term.knots[None, :]).ravel(), ys + 1, term.knots + 1,
-                  (right_candidates[:, None] + term.offset + knots[None, :]).ravel(), right_candidates + 1]
+        parts += [ys + 1, right_candidates + 1]
+        for shifted in (_shifted(term.column.knots, np.append(ys, 1), t0, high, limit),
+                        _shifted(knots, right_candidates + term.offset, t0, high, limit)):
+            if shifted is None:
+                return None
+            limit -= shifted.shape[0]
+            parts.append(shifted)
     events = np.concatenate(parts)
-    events = events[(events >= t0) & (events < t1)]
+    events = events[(events >= t0) & (events <= high)]
+    if 2 * events.shape[0] > t1 - t0:
+        return None
     points = np.unique(np.concatenate([events, events + 1]))
     points = points[points < t1]
-    return points if points.shape[0] <= budget else None
+    return points if 2 * points.shape[0] <= t1 - t0 else None
 
 
 def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ceiling):
@@ -273,8 +303,8 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
         return
     if t0 == 2:  # fact 6 leaves "store nothing" out, which can only tie at t = 2: this one cell directly
         point = everything[2:3]
-        column[2] = min(nothing[2], _values(column, point, terms, _candidates(column, 2, 3, terms), spent,
-                                            ceiling).min())
+        chosen = _candidates(Column(column[:3]), 2, 3, terms, length)
+        column[2] = min(nothing[2], _values(column, point, terms, chosen, spent, ceiling).min())
         t0 = 3
     run, dense_run = length, _FIRST_RUN  # sparse runs cost their events, dense ones their length
     t1 = t0  # column[t0:t1] holds a guess (the last evaluation of a run that was not all confirmed)
@@ -283,10 +313,13 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
             t1 = min(length + 1, t0 + run)
             step = column[t0 - 1] - column[t0 - 2]
             column[t0:t1] = column[t0 - 1] + step * (everything[t0:t1] - (t0 - 1))
-        chosen = _candidates(column, t0, t1, terms)
-        points = _events(column, t0, t1, terms, chosen, spent_knots) if t1 - t0 >= 8 else None
-        if points is None:  # dense: every length of a shorter run (the candidates of the longer one are a superset)
-            t1 = min(t1, t0 + dense_run)
+        prefix = Column(column[:t1])
+        chosen = _candidates(prefix, t0, t1, terms, length)
+        points = _events(prefix, t0, t1, terms, chosen, spent_knots) if t1 - t0 >= 8 else None
+        if points is None:  # dense: every length of a shorter run
+            if t1 > t0 + dense_run:
+                t1 = t0 + dense_run
+                chosen = _candidates(Column(column[:t1]), t0, t1, terms, length)
             best = _values(column, everything[t0:t1], terms, chosen, spent, ceiling).min(axis=1)
             wrong = np.flatnonzero(best != column[t0:t1])
             keep = t1 - t0 if wrong.size == 0 else int(wrong[0]) + 1
@@ -434,8 +467,10 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
             values = dense[id(column)] = column.dense()
         return values
 
-    def stored(column: Column, left: Column | None) -> Column:
-        return left if left is not None and left == column else column
+    contents: dict[bytes, Column] = {}  # fact 5 by content: equal columns are one object, whatever their width
+
+    def stored(column: Column) -> Column:
+        return contents.setdefault(column.knots.tobytes() + column.values.tobytes(), column)
 
     for q in range(s, quanta + 1):
         full_length = (q - s) // i + 1 if internal else q // s  # the longest t with every state stored
@@ -453,7 +488,7 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
             terms = [_Term(option, offset, right, values_of(right)) for option, offset, right in (
                 (_HIDDEN, 0, right_hidden), (_INTERNAL, 1, right_internal)) if right is not None]
             _solve_column(values, t0, terms, None, None, nothing, everything, ceiling)
-            column = seen[key] = stored(Column(values), fixed[q - 1])
+            column = seen[key] = stored(Column(values))
             dense[id(column)] = values
         fixed[q] = column
         if both:
@@ -475,7 +510,7 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
                             (_HIDDEN, 0, right_hidden), (_INTERNAL, 1, right_internal)) if right is not None]
                         _solve_column(free_values, first + 1, terms, spent, spent_from.knots, nothing,
                                       everything, ceiling)
-                        free_column = stored(Column(free_values), free[q - 1])
+                        free_column = stored(Column(free_values))
                         dense[id(free_column)] = free_values
                 seen[key] = free_column
             free[q] = free_column
