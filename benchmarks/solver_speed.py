@@ -2,9 +2,9 @@
 
 Budgets are fractions of store-all memory, ``1 + (t - 1) * alpha`` units. Every case runs in a fresh subprocess
 (so caches start empty and a slow case can be cut off at ``--cap`` seconds); the time is that of ``solve`` alone.
-``--rss`` adds each subprocess's peak resident memory (the import of memjax, hence JAX, included): the DP tables
-of ``msm`` and ``ism`` are dense, ``(t + 1) x (quanta + 1)`` cells of 13 bytes (26 for ``msm``, whose second table
-is that of sub-problems starting from a freeable checkpoint), which is what limits ``t = 10^4``.
+``--rss`` adds each subprocess's peak resident memory (the import of memjax, hence JAX, included). The tables of
+``msm`` and ``ism`` are kept as the knots of their piecewise-linear columns; what limits long sequences is time,
+spent mostly on the columns of small budgets (many knots, many candidate splits).
 
     python benchmarks/solver_speed.py [--alpha 7.5] [--cap 60] [--lengths 100 1000 10000] [--with-1e5] [--rss]
 """

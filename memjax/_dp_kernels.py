@@ -132,7 +132,8 @@ class Column:
         length = dense.shape[0] - 1
         second = np.diff(dense, 2)
         inner = np.flatnonzero(second) + 1
-        self.knots = np.concatenate([[0], inner, [max(length, 1)]]).astype(np.int64) if length else np.zeros(1, np.int64)
+        ends = [[0], inner, [length]] if length else [[0]]
+        self.knots = np.concatenate(ends).astype(np.int64)
         self.values = dense[np.minimum(self.knots, length)]
         if length:
             self.slopes = np.diff(self.values) // np.diff(self.knots)
