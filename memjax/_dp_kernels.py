@@ -288,13 +288,14 @@ def _events(prefix: Column, t0, t1, terms, chosen, spent_knots):
     return points if 2 * points.shape[0] <= t1 - t0 else None
 
 
-def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ceiling):
+def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ceiling, guess=None):
     """Fill ``column[t0:]`` (one table at one width) by guess and verify (facts 1-3, 6).
 
     ``spent`` is ``None`` or the spent option's value for every ``t`` (read for ``t >= t0 >= 2``) and ``spent_knots``
     the knots of the column it reads. Candidates outside ``1 <= y < t`` are clipped into it: a clipped candidate is
     an end, which is a candidate anyway. Values are capped at ``ceiling`` (fact 7): once a kept entry reaches it,
-    the rest of the column is the ceiling.
+    the rest of the column is the ceiling. ``guess``, if given, is a column whose increments from ``t0`` on are
+    the first guess (the left neighbour's: widths differ little), instead of the last increment continued.
     """
     length = column.shape[0] - 1
     if t0 > length:
@@ -309,6 +310,9 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
         t0 = 3
     run, dense_run = length, _FIRST_RUN  # sparse runs cost their events, dense ones their length
     t1 = t0  # column[t0:t1] holds a guess (the last evaluation of a run that was not all confirmed)
+    if guess is not None and t0 <= length:
+        column[t0:] = np.minimum(guess[t0:] - guess[t0 - 1] + column[t0 - 1], ceiling[t0:])
+        t1 = length + 1
     while t0 <= length:
         if t1 <= t0:  # a fresh run: continue the last increment
             t1 = min(length + 1, t0 + run)
@@ -488,7 +492,9 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
             np.minimum(values, ceiling, out=values)
             terms = [_Term(option, offset, right, values_of(right)) for option, offset, right in (
                 (_HIDDEN, 0, right_hidden), (_INTERNAL, 1, right_internal)) if right is not None]
-            _solve_column(values, t0, terms, None, None, nothing, everything, ceiling)
+            left = fixed[q - 1]
+            _solve_column(values, t0, terms, None, None, nothing, everything, ceiling,
+                          None if left is None else values_of(left))
             column = seen[key] = stored(Column(values))
             dense[id(column)] = values
         fixed[q] = column
