@@ -115,6 +115,7 @@ _INF = 2**60
 _NOTHING, _HIDDEN, _INTERNAL, _SPENT = 0, 1, 2, 3
 _FIRST_RUN = 64
 _MAX_RUN = 1 << 14  # of a dense run; sparse ones grow without bound
+_MAX_CELLS = 1 << 22  # candidate values evaluated at once by a dense run (32 MiB)
 
 
 class Column:
@@ -321,9 +322,10 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
         prefix = Column(column[:t1])
         chosen = _candidates(prefix, t0, t1, terms, length)
         points = _events(prefix, t0, t1, terms, chosen, spent_knots) if t1 - t0 >= 8 else None
-        if points is None:  # dense: every length of a shorter run
-            if t1 > t0 + dense_run:
-                t1 = t0 + dense_run
+        if points is None:  # dense: every length of a shorter run, of at most _MAX_CELLS candidate values
+            width = 2 + sum(own.shape[0] + right.shape[0] for own, right in chosen)
+            if t1 > t0 + min(dense_run, max(8, _MAX_CELLS // width)):
+                t1 = t0 + min(dense_run, max(8, _MAX_CELLS // width))
                 chosen = _candidates(Column(column[:t1]), t0, t1, terms, length)
             best = _values(column, everything[t0:t1], terms, chosen, spent, ceiling).min(axis=1)
             wrong = np.flatnonzero(best != column[t0:t1])
