@@ -133,6 +133,25 @@ def flax_remat_scan_loss(step, segments: int, segment: int):
     return loss
 
 
+def memjax_method(step, params, init, xs, name, memory, kind, checkpoint_policy=None) -> common.Method:
+    """``memjax.scan`` of ``step`` with this budget, kind and checkpoint policy; its note gives the budget."""
+    length = xs.shape[0]
+
+    def body(c, x):
+        return step(params, c, x)
+
+    plan = memjax.plan_scan(body, init, xs, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
+    scan = functools.partial(memjax.scan, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
+
+    def loss(p, i, x):
+        return jnp.sum(scan(lambda c, z: step(p, c, z), i, x)[1])
+
+    note = f"budget {memjax.format_bytes(plan.budget_bytes)}, stores {memjax.format_bytes(plan.stored_bytes)}"
+    if kind == "auto":
+        note += f", picked {plan.policy.kind}"
+    return common.Method(name, loss, plan.forward_count / length, note)
+
+
 def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10, 0.20),
                   kinds=("msm", "hsm"), equinox_checkpoints=None) -> list[common.Method]:
     """Every method of the benchmark, each as ``loss(params, init, xs)``."""
@@ -180,30 +199,72 @@ def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10
         methods.append(common.Method(name, scan_loss(lambda f, i, x, scan=scan: scan(f, i, x)), None,
                                      "online treeverse; counts checkpoints, not bytes"))
 
-    def memjax_method(name, memory, kind, checkpoint_policy=None):
-        body = functools.partial(step, params)
-        plan = memjax.plan_scan(lambda c, x: body(c, x), init, xs, memory=memory, kind=kind,
-                                checkpoint_policy=checkpoint_policy)
-        forwards = plan.forward_count / length
-        scan = functools.partial(memjax.scan, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
-        note = f"budget {memjax.format_bytes(plan.budget_bytes)}, stores {memjax.format_bytes(plan.stored_bytes)}"
-        return common.Method(name, scan_loss(lambda f, i, x: scan(f, i, x)), forwards, note)
+    def memjax_method_(name, memory, kind, checkpoint_policy=None):
+        return memjax_method(step, params, init, xs, name, memory, kind, checkpoint_policy)
 
     for kind in kinds:
         for fraction in fractions:
             name = f"memjax {kind} {fraction:.0%}"
             try:
-                methods.append(memjax_method(name, fraction, kind))
+                methods.append(memjax_method_(name, fraction, kind))
             except ValueError as error:
                 methods.append(common.Method(name, None, None, str(error).split(";")[0][:100]))
-    methods.append(memjax_method("memjax default (msm)", None, "msm"))
+    methods.append(memjax_method_("memjax default (msm)", None, "msm"))
     # Internal states holding only the gate pre-activations (and the carry): a smaller alpha.
     gates = jax.checkpoint_policies.save_only_these_names("gates")
-    methods.append(memjax_method("memjax default, gates saved", None, "msm", gates))
+    methods.append(memjax_method_("memjax default, gates saved", None, "msm", gates))
     for fraction in (0.2, 0.6):
-        methods.append(memjax_method(f"memjax msm {fraction:.0%}, gates saved", fraction, "msm", gates))
-    methods.append(memjax_method("memjax store_all", None, "store_all"))
+        methods.append(memjax_method_(f"memjax msm {fraction:.0%}, gates saved", fraction, "msm", gates))
+    methods.append(memjax_method_("memjax store_all", None, "store_all"))
     return methods
+
+
+def peer_matched_methods(cell: str, params, init, xs, peers: list[common.Method]) -> list[common.Method]:
+    """memjax at each peer's own memory: its budget is the peer's temp bytes less memjax's fixed overhead.
+
+    The overhead (buffers outside the budget: cotangents, the transient internal state, the schedule's tables)
+    is measured on memjax's default plan as compiled temp bytes minus budget bytes. Two memjax variants per
+    peer: ``kind="auto"`` (the policy with the least predicted time) and MSM with internal states holding only
+    the gate pre-activations.
+    """
+    step, _ = CELLS[cell]
+    default = memjax_method(step, params, init, xs, "memjax default", None, "msm")
+    _, _, temp, _ = common.compile_grad(default.loss, params, init, xs)
+
+    def body(c, x):
+        return step(params, c, x)
+
+    overhead = temp - memjax.plan_scan(body, init, xs).budget_bytes
+    gates = jax.checkpoint_policies.save_only_these_names("gates")
+    methods = []
+    for peer in peers:
+        _, _, peer_temp, _ = common.compile_grad(peer.loss, params, init, xs)
+        budget = peer_temp - overhead
+        for label, kind, policy in (("auto", "auto", None), ("msm, gates saved", "msm", gates)):
+            name = f"memjax {label} @ {peer.name}"
+            try:
+                methods.append(memjax_method(step, params, init, xs, name, budget, kind, policy))
+            except ValueError as error:  # the peer's memory is below what memjax can work with
+                methods.append(common.Method(name, None, None, str(error).split(";")[0][:100]))
+    return methods
+
+
+def peer_table(results: list[common.Result]) -> str:
+    """For each peer, the fastest memjax run at no more temp memory, and the ratio of their median times."""
+    rows = []
+    for peer in results:
+        if peer.name.startswith("memjax") or not peer.times:
+            continue
+        mine = [r for r in results if r.name.startswith("memjax") and r.times and r.temp_bytes is not None
+                and r.temp_bytes <= peer.temp_bytes]
+        if not mine:
+            rows.append([peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}", "—", "—", "—", "—"])
+            continue
+        best = min(mine, key=lambda r: r.median_s)
+        rows.append([peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}", best.name, f"{best.temp_mib:.1f}",
+                     f"{best.median_s:.3f}", f"{best.median_s / peer.median_s:.2f}"])
+    return common.markdown_table(["peer", "peer MiB", "peer s", "fastest memjax at <= its memory", "memjax MiB",
+                                  "memjax s", "memjax / peer time"], rows, "lrrlrrr")
 
 
 def main(argv=None, cell: str = "lstm") -> list[common.Result]:
@@ -225,6 +286,8 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
                         help="the time axis of the plot: median wall time, or median CPU time (steadier under load)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: T=100, batch 4, 16 units, 1 repeat, budgets 5%% only")
+    parser.add_argument("--match-peers", action="store_true",
+                        help="also run memjax at each peer's own memory, and print the per-peer comparison")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     quick = args.quick
@@ -241,6 +304,9 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     init = tuple(jnp.zeros((batch, hidden), jnp.float32) for _ in range(CELLS[args.cell][1]))
     start = time.perf_counter()
     methods = build_methods(args.cell, params, init, xs, fractions, tuple(args.kinds))
+    if args.match_peers:
+        peers = [m for m in methods if m.loss is not None and not m.name.startswith("memjax")][1:]
+        methods += peer_matched_methods(args.cell, params, init, xs, peers)
     common.log(f"planned {len(methods)} methods in {time.perf_counter() - start:.1f} s")
     skipped = [common.Result(m.name, m.forwards, "", skipped=m.note) for m in methods if m.loss is None]
     methods = [m for m in methods if m.loss is not None]
@@ -254,6 +320,9 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     print(common.results_table(results))
     print("\nfwd/step: forward step evaluations per step (memjax: its schedule's count; '—': not known in "
           "advance). temp MiB: compiled.memory_analysis().temp_size_in_bytes of the jitted gradient.")
+    if args.match_peers:
+        print("\n#### Each peer against the fastest memjax run at no more temp memory (median wall time)\n")
+        print(peer_table(results))
     if args.png:
         common.pareto_plot(results, args.png, title, time=args.plot_time)
     return results
