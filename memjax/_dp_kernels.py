@@ -479,6 +479,10 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
     def stored(column: Column) -> Column:
         return contents.setdefault(column.knots.tobytes() + column.values.tobytes(), column)
 
+    def terms_of(right_hidden: Column | None, right_internal: Column | None) -> list[_Term]:
+        return [_Term(option, offset, right, values_of(right)) for option, offset, right in (
+            (_HIDDEN, 0, right_hidden), (_INTERNAL, 1, right_internal)) if right is not None]
+
     for q in range(s, quanta + 1):
         full_length = (q - s) // i + 1 if internal else q // s  # the longest t with every state stored
         top = min(full_length, length)
@@ -492,10 +496,8 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
             values[: min(length, 1) + 1] = everything[: min(length, 1) + 1]
             values[2: top + 1] = floor[2: top + 1]
             np.minimum(values, ceiling, out=values)
-            terms = [_Term(option, offset, right, values_of(right)) for option, offset, right in (
-                (_HIDDEN, 0, right_hidden), (_INTERNAL, 1, right_internal)) if right is not None]
             left = fixed[q - 1]
-            _solve_column(values, t0, terms, None, None, nothing, everything, ceiling,
+            _solve_column(values, t0, terms_of(right_hidden, right_internal), None, None, nothing, everything, ceiling,
                           None if left is None else values_of(left))
             column = seen[key] = stored(Column(values))
             dense[id(column)] = values
@@ -515,10 +517,8 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
                         first = t0 + int(wins[0])
                         free_values = values.copy()
                         free_values[first] = min(spent[first], ceiling[first])
-                        terms = [_Term(option, offset, right, values_of(right)) for option, offset, right in (
-                            (_HIDDEN, 0, right_hidden), (_INTERNAL, 1, right_internal)) if right is not None]
-                        _solve_column(free_values, first + 1, terms, spent, spent_from.knots, nothing,
-                                      everything, ceiling)
+                        _solve_column(free_values, first + 1, terms_of(right_hidden, right_internal), spent,
+                                      spent_from.knots, nothing, everything, ceiling)
                         free_column = stored(Column(free_values))
                         dense[id(free_column)] = free_values
                 seen[key] = free_column
