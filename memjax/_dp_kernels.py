@@ -314,14 +314,17 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
     if guess is not None and t0 <= length:
         column[t0:] = np.minimum(guess[t0:] - guess[t0 - 1] + column[t0 - 1], ceiling[t0:])
         t1 = length + 1
+    sparse = True  # try a sparse run, unless the last dense one failed (knots are dense here)
     while t0 <= length:
         if t1 <= t0:  # a fresh run: continue the last increment
             t1 = min(length + 1, t0 + run)
             step = column[t0 - 1] - column[t0 - 2]
             column[t0:t1] = column[t0 - 1] + step * (everything[t0:t1] - (t0 - 1))
+        if not sparse:
+            t1 = min(t1, t0 + dense_run)
         prefix = Column(column[:t1])
         chosen = _candidates(prefix, t0, t1, terms, length)
-        points = _events(prefix, t0, t1, terms, chosen, spent_knots) if t1 - t0 >= 8 else None
+        points = _events(prefix, t0, t1, terms, chosen, spent_knots) if sparse and t1 - t0 >= 8 else None
         if points is None:  # dense: every length of a shorter run, of at most _MAX_CELLS candidate values
             width = 2 + sum(own.shape[0] + right.shape[0] for own, right in chosen)
             if t1 > t0 + min(dense_run, max(8, _MAX_CELLS // width)):
@@ -334,7 +337,7 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
             # guess for the same run (a Picard iteration), verified in turn before being kept.
             column[t0:t1] = best
             dense_run = min(_MAX_RUN, 2 * dense_run) if keep == t1 - t0 else max(_FIRST_RUN, dense_run // 2)
-            run = 2 * dense_run
+            run, sparse = 2 * dense_run, keep == t1 - t0
         else:  # sparse (fact 6): the events and the lengths right after them
             values = _values(column, points, terms, chosen, spent, ceiling)
             best = values.min(axis=1)
