@@ -1,9 +1,9 @@
-"""Typed PRNG keys in a scan carry, for the framework adapters.
+"""Typed PRNG keys in a scan carry.
 
-:func:`memjax.scan` measures the carry in bytes and stores it in a byte pool, which a typed key
-(``jax.random.key``, dtype ``key<fry>``) has no byte size for. The adapters carry random state (Haiku's
-internal RNG, a user's key in the carry), so they carry the key's raw data (``jax.random.key_data``) instead
-and wrap it back inside the step. Keys that are closed over or scanned over (``xs``) need no such care.
+:func:`memjax.scan` measures the carry in bytes and stores it in byte pools, which a typed key
+(``jax.random.key``, dtype ``key<fry>``) has no byte size for. So the scan carries the key's raw data
+(``jax.random.key_data``, ``uint32``) instead and wraps it back inside the step; the caller sees keys. Keys that
+are closed over or scanned over (``xs``) need no such care.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import jax
 
-__all__ = ["keys_to_data", "data_to_keys", "scan_with_keys"]
+__all__ = ["keys_to_data", "data_to_keys", "carry_keys_as_data"]
 
 
 def _is_key(leaf) -> bool:
@@ -36,15 +36,15 @@ def data_to_keys(tree, impls: tuple):
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def scan_with_keys(scan: Callable, f: Callable, init, xs, **kwargs):
-    """``scan(f, init, xs, **kwargs)`` that tolerates typed keys in the carry."""
+def carry_keys_as_data(f: Callable, init) -> tuple[Callable, Any, tuple | None]:
+    """``(f, init, impls)`` with typed keys in the carry replaced by their data, ``impls`` ``None`` if there are
+    none; the carry that the scan returns goes back through :func:`data_to_keys` with ``impls``."""
     data, impls = keys_to_data(init)
     if not any(impl is not None for impl in impls):
-        return scan(f, init, xs, **kwargs)
+        return f, init, None
 
     def step(carry, x):
         carry, y = f(data_to_keys(carry, impls), x)
         return keys_to_data(carry)[0], y
 
-    carry, ys = scan(step, data, xs, **kwargs)
-    return data_to_keys(carry, impls), ys
+    return step, data, impls

@@ -31,6 +31,7 @@ from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from memjax._budget import Budget, format_bytes, parse_budget
 from memjax._cost import estimate_step_costs, predict_seconds
+from memjax._keys import carry_keys_as_data, data_to_keys
 from memjax._measure import StepSizes, measure_step
 from memjax._pool import PoolLayout
 from memjax._schedule import Op, Schedule
@@ -132,6 +133,7 @@ def plan_scan(f, init, xs=None, length=None, *, memory=None, kind: str = "msm",
 
 def _prepare(f, init, xs, length, memory, kind, checkpoint_policy=None):
     """Check the arguments, closure-convert ``f`` and plan: returns ``(plan, step, consts)``."""
+    f, init, _ = carry_keys_as_data(f, init)  # a no-op when scan already did it
     if not isinstance(kind, str) or kind not in SCAN_KINDS:
         raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, SCAN_KINDS))}.")
     budget = parse_budget(memory)
@@ -285,11 +287,14 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
         gives it in bytes), or ``xs``/``length`` that disagree.
       TypeError: if ``f``'s carry output differs from its input in structure, shape or dtype.
     """
+    f, init, key_impls = carry_keys_as_data(f, init)
     plan, step, consts = _prepare(f, init, xs, length, memory, kind, checkpoint_policy)
-    if plan.policy is None:
-        return jax.lax.scan(f, init, xs, plan.length, reverse=reverse, unroll=unroll)
     try:
-        return _Runner(step, plan, reverse, unroll)(consts, init, xs)
+        if plan.policy is None:
+            carry, ys = jax.lax.scan(f, init, xs, plan.length, reverse=reverse, unroll=unroll)
+        else:
+            carry, ys = _Runner(step, plan, reverse, unroll)(consts, init, xs)
+        return (carry if key_impls is None else data_to_keys(carry, key_impls)), ys
     except TypeError as error:
         if "forward-mode autodiff" in str(error):  # JAX's refusal to jvp a custom_vjp function
             raise TypeError(

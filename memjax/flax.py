@@ -29,7 +29,6 @@ from typing import Callable, Mapping
 
 import jax
 
-from memjax._keys import scan_with_keys
 from memjax._scan import scan as _memjax_scan
 
 __all__ = ["scan", "nnx_scan"]
@@ -179,8 +178,8 @@ def _lift_scan(fn, *, variable_axes, variable_broadcast, variable_carry, split_r
             first = jax.tree_util.tree_map(lambda a: a[-1] if reverse else a[0], xs_all)
             jax.eval_shape(lambda carry, x: body(carry, x), (carry_vars, init), first)
             counters[:] = [(shared, _copy_counters(final)) for (shared, _), final in zip(counters, last)]
-        (carry_vars, c), (ys, scan_out) = scan_with_keys(
-            _memjax_scan, body, (carry_vars, init), xs_all, length=steps,
+        (carry_vars, c), (ys, scan_out) = _memjax_scan(
+            body, (carry_vars, init), xs_all, length=steps,
             reverse=reverse, unroll=unroll, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
         for (shared, _), final in zip(counters, last):
             shared.clear()
@@ -317,8 +316,7 @@ def nnx_scan(module, init, xs=None, length: int | None = None, reverse: bool = F
         _, _, _, rest_out = nnx.split(m, nnx.Param, nnx.RngKey, ...)
         return (rest_out, c), y
 
-    (rest, carry), ys = scan_with_keys(_memjax_scan, body, (rest, init), xs, length=length, reverse=reverse,
-                                       unroll=unroll, memory=memory, kind=kind,
-                                       checkpoint_policy=checkpoint_policy)
+    (rest, carry), ys = _memjax_scan(body, (rest, init), xs, length=length, reverse=reverse, unroll=unroll,
+                                     memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
     nnx.update(module, rest)
     return carry, ys

@@ -34,7 +34,6 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from memjax._keys import scan_with_keys
 from memjax._scan import scan as _memjax_scan
 
 __all__ = ["scan", "dynamic_unroll"]
@@ -83,8 +82,8 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
 
     # As hk.scan: a full block of RNG keys is reserved so that the carry keeps one structure.
     stateful.reserve_up_to_full_rng_block()
-    (carry, frame_state), ys = scan_with_keys(
-        _memjax_scan, step, (init, stateful.internal_state(params=False)), xs, length=length, reverse=reverse,
+    (carry, frame_state), ys = _memjax_scan(
+        step, (init, stateful.internal_state(params=False)), xs, length=length, reverse=reverse,
         unroll=unroll, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
     stateful.update_internal_state(frame_state)
     return carry, ys

@@ -436,29 +436,45 @@ def test_checkpoint_round_trips_and_rejects_other_structures(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Typed PRNG keys in the carry (the adapters carry random state)
+# Typed PRNG keys in the carry (the adapters carry random state; so may any user)
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def test_typed_key_in_the_carry_matches_lax_scan():
-    from memjax._keys import scan_with_keys
+def _keyed_step(w):
+    def step(carry, x):
+        h, key = carry
+        key, sub = jax.random.split(key)
+        h = jnp.tanh(h @ w + x) * jax.random.bernoulli(sub, 0.8, h.shape)
+        return (h, key), jnp.sum(h)
 
+    return step
+
+
+@pytest.mark.parametrize("kind", ["msm", "hsm", "store_all"])
+def test_typed_key_in_the_carry_matches_lax_scan(kind):
     xs = jax.random.normal(jax.random.key(1), (T, B, H))
+    init = (jnp.zeros((B, H)), jax.random.key(7))
 
     def loss(w, scan, **kwargs):
-        def step(carry, x):
-            h, key = carry
-            key, sub = jax.random.split(key)
-            h = jnp.tanh(h @ w + x) * jax.random.bernoulli(sub, 0.8, h.shape)
-            return (h, key), jnp.sum(h)
-
-        (h, key), ys = scan_with_keys(scan, step, (jnp.zeros((B, H)), jax.random.key(7)), xs, **kwargs)
+        (h, key), ys = scan(_keyed_step(w), init, xs, **kwargs)
+        assert jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)  # the caller gets a key back
         return jnp.sum(h**2) + jnp.sum(ys), jax.random.key_data(key)
 
     w = 0.5 * jax.random.normal(jax.random.key(2), (H, H))
+    memory = None if kind == "store_all" else 0.3
     both = jax.jit(lambda w: (jax.value_and_grad(loss, has_aux=True)(w, jax.lax.scan),
-                              jax.value_and_grad(loss, has_aux=True)(w, memjax.scan, memory=0.3)))
+                              jax.value_and_grad(loss, has_aux=True)(w, memjax.scan, memory=memory, kind=kind)))
     ((value_ref, key_ref), grad_ref), ((value_mem, key_mem), grad_mem) = both(w)
     np.testing.assert_array_equal(key_mem, key_ref)
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)
     np.testing.assert_allclose(grad_mem, grad_ref, rtol=RTOL, atol=ATOL)
+
+
+def test_typed_key_in_the_carry_is_measured_as_its_data():
+    """plan_scan and explain see a key as its raw uint32 data (two words for the default threefry key)."""
+    xs = jnp.zeros((T, B, H))
+    w = jnp.zeros((H, H))
+    plan = memjax.plan_scan(_keyed_step(w), (jnp.zeros((B, H)), jax.random.key(7)), xs)
+    assert plan.sizes.carry_bytes == B * H * 4 + jax.random.key_data(jax.random.key(7)).nbytes
+    assert "carry" in str(memjax.explain(_keyed_step(w), (jnp.zeros((B, H)), jax.random.key(7)), xs,
+                                         verbose=False))
