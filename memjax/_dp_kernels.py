@@ -111,8 +111,8 @@ from __future__ import annotations
 
 import numpy as np
 
-_INF = 2**60
-_NOTHING, _HIDDEN, _INTERNAL, _SPENT = 0, 1, 2, 3
+_INF = 2**60  # three of these still add up without overflowing int64
+_NOTHING, _HIDDEN, _INTERNAL, _SPENT = 0, 1, 2, 3  # decision codes, shared with memjax._solver
 _FIRST_RUN = 256  # first dense run; 64 and 128 were measured 4-7% slower at t = 10^4
 _MAX_RUN = 1 << 14  # of a dense run; sparse ones grow without bound
 _MAX_CELLS = 1 << 22  # candidate values evaluated at once by a dense run (32 MiB)
@@ -195,10 +195,10 @@ class Column:
 class _Term:
     """One split term ``y + L(y - offset) + R(t - y)`` of the column being solved, ``R`` a known column."""
 
-    __slots__ = ("option", "offset", "right", "column", "rise", "step")
+    __slots__ = ("offset", "right", "column", "rise", "step")
 
-    def __init__(self, option: int, offset: int, column: Column, dense: np.ndarray):
-        self.option, self.offset, self.right, self.column = option, offset, dense, column
+    def __init__(self, offset: int, column: Column, dense: np.ndarray):
+        self.offset, self.right, self.column = offset, dense, column
         z = column.convex  # z in BP+(R): r(z + 1) > r(z)
         self.rise, self.step = column.increment(z + 1), column.increment(z)
 
@@ -390,10 +390,9 @@ class Columns:
     def _full_length(self, q: int) -> int:
         return (q - self.s) // self.i + 1 if self.internal else q // self.s
 
-    def cost(self, t: int, q: int, freeable: bool = False) -> int:
-        """``N(t, q)`` (``F(t, q)`` when ``freeable`` and the tables differ); ``_INF`` below ``s`` quanta."""
-        q = min(q, self.quanta)
-        column = (self.free if freeable and self.free is not None else self.fixed)[q]
+    def cost(self, t: int, q: int) -> int:
+        """``N(t, q)``; ``_INF`` below ``s`` quanta."""
+        column = self.fixed[min(q, self.quanta)]
         return _INF if column is None else int(column.at(t))
 
     def decide(self, t: int, q: int, freeable: bool) -> tuple[int, int]:
@@ -483,8 +482,8 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
         return contents.setdefault(column.knots.tobytes() + column.values.tobytes(), column)
 
     def terms_of(right_hidden: Column | None, right_internal: Column | None) -> list[_Term]:
-        return [_Term(option, offset, right, values_of(right)) for option, offset, right in (
-            (_HIDDEN, 0, right_hidden), (_INTERNAL, 1, right_internal)) if right is not None]
+        return [_Term(offset, right, values_of(right)) for offset, right in ((0, right_hidden), (1, right_internal))
+                if right is not None]
 
     for q in range(s, quanta + 1):
         full_length = (q - s) // i + 1 if internal else q // s  # the longest t with every state stored

@@ -55,14 +55,12 @@ from typing import Callable
 
 import numpy as np
 
-from memjax._dp_kernels import Columns, solve_columns
+from memjax._dp_kernels import _HIDDEN, _INF, _INTERNAL, _NOTHING, _SPENT, Columns, solve_columns
 from memjax._schedule import Op, Schedule
 
 __all__ = ["KINDS", "Policy", "solve", "min_memory", "hsm_cost"]
 
 KINDS = ("msm", "hsm", "ism", "chen", "store_all", "recompute")
-_INF = 2**60  # three of these still add up without overflowing int64
-_NOTHING, _HIDDEN, _INTERNAL, _SPENT = 0, 1, 2, 3
 _MAX_QUANTA_PER_UNIT = 8
 # A cached table grows at least geometrically (so that growing sequences of queries cost O(log) solves) while
 # the grown table stays below this many cells (of work: tables are stored as knots); larger ones are solved as asked.
