@@ -30,12 +30,18 @@ RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10, np.dtype(np.com
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def lstm_params(key, n_in: int, hidden: int, dtype=jnp.float32) -> dict:
+def _gated_params(key, n_in: int, hidden: int, gates: int, names: tuple[str, str, str], dtype) -> dict:
+    """Input weights, recurrent weights and bias of a cell with ``gates`` gates, under ``names``."""
     k1, k2, k3 = jax.random.split(key, 3)
     scale = 1.0 / np.sqrt(hidden)
-    return {"W": (jax.random.normal(k1, (n_in, 4 * hidden)) * scale).astype(dtype),
-            "U": (jax.random.normal(k2, (hidden, 4 * hidden)) * scale).astype(dtype),
-            "b": (jax.random.normal(k3, (4 * hidden,)) * 0.1).astype(dtype)}
+    w_in, w_rec, bias = names
+    return {w_in: (jax.random.normal(k1, (n_in, gates * hidden)) * scale).astype(dtype),
+            w_rec: (jax.random.normal(k2, (hidden, gates * hidden)) * scale).astype(dtype),
+            bias: (jax.random.normal(k3, (gates * hidden,)) * 0.1).astype(dtype)}
+
+
+def lstm_params(key, n_in: int, hidden: int, dtype=jnp.float32) -> dict:
+    return _gated_params(key, n_in, hidden, 4, ("W", "U", "b"), dtype)
 
 
 def lstm_step(params, carry, x):
@@ -57,11 +63,7 @@ def lstm_init(batch: int, hidden: int, dtype=jnp.float32, key=None):
 
 
 def gru_params(key, n_in: int, hidden: int, dtype=jnp.float32) -> dict:
-    k1, k2, k3 = jax.random.split(key, 3)
-    scale = 1.0 / np.sqrt(hidden)
-    return {"Wx": (jax.random.normal(k1, (n_in, 3 * hidden)) * scale).astype(dtype),
-            "Wh": (jax.random.normal(k2, (hidden, 3 * hidden)) * scale).astype(dtype),
-            "b": (jax.random.normal(k3, (3 * hidden,)) * 0.1).astype(dtype)}
+    return _gated_params(key, n_in, hidden, 3, ("Wx", "Wh", "b"), dtype)
 
 
 def gru_step(params, carry, x):

@@ -363,36 +363,40 @@ def test_msm_is_optimal_against_the_spent_checkpoint_schedule():
 
 
 @functools.lru_cache(maxsize=None)
-def paper_msm(t: int, q: int, s: int, i: int) -> int:
-    """The paper's MSM recurrence in quanta (a sub-problem's start is held throughout), memoised pure Python."""
+def msm_recurrence(t: int, q: int, s: int, i: int, refined: bool, freeable: bool = False) -> int:
+    """An MSM recurrence in quanta, memoised pure Python.
+
+    ``refined=False``: the paper's (a sub-problem's start is held throughout). ``refined=True``: the N / F
+    recurrences of memjax._solver's docstring (``freeable``: F), where a hidden split's right part starts from a
+    freeable checkpoint and a freeable start may be spent (freed, with ``I_{a+1}`` stored in its place).
+    """
     if q < s:
         return _INFINITE
     if t <= 1:
         return t
+    def cost(length, quanta, start_freeable):
+        return msm_recurrence(length, quanta, s, i, refined, start_freeable)
+
     best = t * (t + 1) // 2
-    for y in range(1, t):
-        best = min(best, y + paper_msm(y, q, s, i) + paper_msm(t - y, q - s, s, i),
-                   y + paper_msm(y - 1, q, s, i) + paper_msm(t - y, q - i, s, i))
+    for y in range(1, t):  # a hidden split's right part starts from a checkpoint, freeable if refined
+        best = min(best, y + cost(y, q, freeable) + cost(t - y, q - s, refined),
+                   y + cost(y - 1, q, freeable) + cost(t - y, q - i, False))
+    if refined and freeable and q >= i:  # spent: free the start, store I_{a+1} in its place
+        best = min(best, 1 + cost(t - 1, q - i + s, False))
     return best
+
+
+def paper_msm(t: int, q: int, s: int, i: int) -> int:
+    """The paper's MSM recurrence."""
+    return msm_recurrence(t, q, s, i, False)
+
+
+def refined_msm(t: int, q: int, s: int, i: int, freeable: bool) -> int:
+    """memjax's N (``freeable=False``) or F recurrence."""
+    return msm_recurrence(t, q, s, i, True, freeable)
 
 
 _INFINITE = 2**60
-
-
-@functools.lru_cache(maxsize=None)
-def refined_msm(t: int, q: int, s: int, i: int, freeable: bool) -> int:
-    """The N / F recurrences of memjax._solver's docstring in quanta, memoised pure Python (``freeable``: F)."""
-    if q < s:
-        return _INFINITE
-    if t <= 1:
-        return t
-    best = t * (t + 1) // 2
-    for y in range(1, t):
-        best = min(best, y + refined_msm(y, q, s, i, freeable) + refined_msm(t - y, q - s, s, i, True),
-                   y + refined_msm(y - 1, q, s, i, freeable) + refined_msm(t - y, q - i, s, i, False))
-    if freeable and q >= i:  # spent: free the start, store I_{a+1} in its place
-        best = min(best, 1 + refined_msm(t - 1, q - i + s, s, i, False))
-    return best
 
 
 @pytest.mark.parametrize("alpha", ORACLE_ALPHAS)
