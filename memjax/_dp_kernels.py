@@ -195,10 +195,11 @@ class Column:
 class _Term:
     """One split term ``y + L(y - offset) + R(t - y)`` of the column being solved, ``R`` a known column."""
 
-    __slots__ = ("offset", "right", "column", "rise", "step")
+    __slots__ = ("offset", "excess", "column", "rise", "step")
 
     def __init__(self, offset: int, column: Column, dense: np.ndarray):
-        self.offset, self.right, self.column = offset, dense, column
+        self.offset, self.column = offset, column
+        self.excess = dense - np.arange(dense.shape[0])  # R(k) - k
         z = column.convex  # z in BP+(R): r(z + 1) > r(z)
         self.rise, self.step = column.increment(z + 1), column.increment(z)
 
@@ -233,20 +234,47 @@ def _candidates(prefix: Column, t0, t1, terms, length):
 
 
 def _values(column, points, terms, chosen, spent, ceiling):
-    """The value of every candidate (columns) at every length of ``points`` (rows), from the guessed column; the
-    ceiling of fact 7 (linear in ``t``) is one more candidate."""
+    """The value *minus the length* of every candidate (columns) at every length of ``points`` (rows, ascending),
+    from the guessed column; the ceiling of fact 7 is one more candidate.
+
+    Subtracting ``t`` leaves one gather and one addition per candidate and length: ``y + L(y - o) + R(t - y) - t``
+    is ``L(y - o) + R~(t - y)`` with ``R~(k) = R(k) - k`` for an own breakpoint ``y``, and ``L(t - z - o) + R~(z)``
+    for ``y = t - z``. Candidates outside ``1 <= y < t`` at some length are clipped into it there (a clipped
+    candidate is an end, which is a candidate anyway).
+    """
     blocks = []
-    last = points[:, None] - 1
+    lengths = points[:, None]
+    first = int(points[0])
     for term, (own, right_candidates) in zip(terms, chosen):
-        for ys in (np.minimum(own[None, :] + term.offset, last),  # breakpoints of the own column
-                   np.maximum(points[:, None] - right_candidates[None, :], 1)):  # of the right one, and ends
-            values = column[ys - term.offset]
-            values += term.right[points[:, None] - ys]
-            values += ys
+        offset, excess = term.offset, term.excess
+        ys = own + offset
+        inside = ys < first  # y < t at every length
+        y = ys[inside]
+        if y.size:
+            values = excess[lengths - y]
+            values += column[y - offset]
+            blocks.append(values)
+        y = ys[~inside]
+        if y.size:
+            y = np.minimum(y, lengths - 1)
+            values = excess[lengths - y]
+            values += column[y - offset]
+            blocks.append(values)
+        inside = right_candidates < first  # 1 <= y = t - z at every length
+        z = right_candidates[inside]
+        if z.size:
+            values = column[lengths - (z + offset)]
+            values += excess[z]
+            blocks.append(values)
+        z = right_candidates[~inside]
+        if z.size:
+            y = np.maximum(lengths - z, 1)
+            values = column[y - offset]
+            values += excess[lengths - y]
             blocks.append(values)
     if spent is not None:
-        blocks.append(spent[points][:, None])
-    blocks.append(ceiling[points][:, None])
+        blocks.append((spent[points] - points)[:, None])
+    blocks.append((ceiling[points] - points)[:, None])
     return np.concatenate(blocks, axis=1)
 
 
@@ -281,11 +309,13 @@ def _events(prefix: Column, t0, t1, terms, chosen, spent_knots):
             limit -= shifted.shape[0]
             parts.append(shifted)
     events = np.concatenate(parts)
-    events = events[(events >= t0) & (events <= high)]
+    events = events[(events >= t0) & (events <= high)] - t0
     if 2 * events.shape[0] > t1 - t0:
         return None
-    points = np.unique(np.concatenate([events, events + 1]))
-    points = points[points < t1]
+    marked = np.zeros(t1 - t0 + 1, bool)
+    marked[events] = True
+    marked[events + 1] = True
+    points = np.flatnonzero(marked[:-1]) + t0
     return points if 2 * points.shape[0] <= t1 - t0 else None
 
 
@@ -307,7 +337,7 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
     if t0 == 2:  # fact 6 leaves "store nothing" out, which can only tie at t = 2: this one cell directly
         point = everything[2:3]
         chosen = _candidates(Column(column[:3]), 2, 3, terms, length)
-        column[2] = min(nothing[2], _values(column, point, terms, chosen, spent, ceiling).min())
+        column[2] = min(nothing[2], 2 + _values(column, point, terms, chosen, spent, ceiling).min())
         t0 = 3
     run, dense_run = length, _FIRST_RUN  # sparse runs cost their events, dense ones their length
     t1 = t0  # column[t0:t1] holds a guess (the last evaluation of a run that was not all confirmed)
@@ -330,7 +360,7 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
             if t1 > t0 + min(dense_run, max(8, _MAX_CELLS // width)):
                 t1 = t0 + min(dense_run, max(8, _MAX_CELLS // width))
                 chosen = _candidates(Column(column[:t1]), t0, t1, terms, length)
-            best = _values(column, everything[t0:t1], terms, chosen, spent, ceiling).min(axis=1)
+            best = _values(column, everything[t0:t1], terms, chosen, spent, ceiling).min(axis=1) + everything[t0:t1]
             wrong = np.flatnonzero(best != column[t0:t1])
             keep = t1 - t0 if wrong.size == 0 else int(wrong[0]) + 1
             # Entries past the first mismatch were evaluated from a partly wrong guess: they are the next
@@ -339,8 +369,8 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
             dense_run = min(_MAX_RUN, 2 * dense_run) if keep == t1 - t0 else max(_FIRST_RUN, dense_run // 2)
             run, sparse = 2 * dense_run, keep == t1 - t0
         else:  # sparse (fact 6): the events and the lengths right after them
-            values = _values(column, points, terms, chosen, spent, ceiling)
-            best = values.min(axis=1)
+            values = _values(column, points, terms, chosen, spent, ceiling)  # minus the length
+            best = values.min(axis=1) + points
             wrong = np.flatnonzero(best != column[points])
             if wrong.size == 0:
                 keep = t1 - t0
@@ -350,13 +380,13 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
                 if m > 0 and points[m - 1] < mismatch - 1:  # a gap: every candidate is linear on it
                     a = int(points[m - 1])
                     assert m >= 2 and points[m - 2] == a - 1
-                    slope = values[m - 1] - values[m - 2]
+                    slope = values[m - 1] - values[m - 2] + 1
                     drop = column[a] - column[a - 1] - slope  # how fast each candidate nears the guess
-                    ahead = values[m - 1] - column[a]
+                    ahead = values[m - 1] + a - column[a]
                     falling = drop > 0
                     first = a + 1 + ahead[falling] // drop[falling]
                     mismatch = int(first.min())
-                    value = int((values[m - 1] + slope * (mismatch - a)).min())
+                    value = int((values[m - 1] + a + slope * (mismatch - a)).min())
                 else:
                     value = int(best[m])
                 keep = mismatch - t0 + 1
