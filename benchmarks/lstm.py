@@ -172,7 +172,7 @@ def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10
                       lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: checkpointed(p, c, z), i, x)[1]), 2.0,
                       "stores every carry"),
         common.Method("lax.scan + checkpoint(save 'gates')",
-                      lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: gates_saved(p, c, z), i, x)[1]), None,
+                      lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: gates_saved(p, c, z), i, x)[1]), 1.0,
                       "stores carries and gate pre-activations; recomputes the nonlinearities"),
         common.Method(f"chen nested remat ({segments}x{segment})",
                       lambda p, i, x: jnp.sum(chen_scan(step, p, i, x, segments, segment)[1]), 2.0,
@@ -216,16 +216,23 @@ def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10
     for fraction in (0.2, 0.6):
         methods.append(memjax_method_(f"memjax msm {fraction:.0%}, gates saved", fraction, "msm", gates))
     methods.append(memjax_method_("memjax store_all", None, "store_all"))
+    methods.append(memjax_method_("memjax store_all, gates saved", None, "store_all", gates))
     return methods
 
 
-def peer_matched_methods(cell: str, params, init, xs, peers: list[common.Method]) -> list[common.Method]:
+def peer_matched_methods(cell: str, params, init, xs, peers: list[common.Method]
+                         ) -> tuple[list[common.Method], dict[str, float]]:
     """memjax at each peer's own memory: its budget is the peer's temp bytes less memjax's fixed overhead.
 
     The overhead (buffers outside the budget: cotangents, the transient internal state, the schedule's tables)
     is measured on memjax's default plan as compiled temp bytes minus budget bytes. Two memjax variants per
     peer: ``kind="auto"`` (the policy with the least predicted time) and MSM with internal states holding only
     the gate pre-activations.
+
+    Returns:
+      The methods, and for each peer the fewest forward evaluations per step that any schedule can make within
+      its memory: the optimal MSM cost (the paper's objective, solved exactly) with either kind of internal
+      state, or the peer's own count when memjax cannot work with so little.
     """
     step, _ = CELLS[cell]
     default = memjax_method(step, params, init, xs, "memjax default", None, "msm")
@@ -236,17 +243,65 @@ def peer_matched_methods(cell: str, params, init, xs, peers: list[common.Method]
 
     overhead = temp - memjax.plan_scan(body, init, xs).budget_bytes
     gates = jax.checkpoint_policies.save_only_these_names("gates")
-    methods = []
+    methods, fewest = [], {}
     for peer in peers:
         _, _, peer_temp, _ = common.compile_grad(peer.loss, params, init, xs)
         budget = peer_temp - overhead
+        counts = [] if peer.forwards is None else [peer.forwards]
+        for policy in (None, gates):
+            try:
+                plan = memjax.plan_scan(body, init, xs, memory=budget, kind="msm", checkpoint_policy=policy)
+                counts.append(plan.forward_count / xs.shape[0])
+            except ValueError:
+                pass
+        if counts:
+            fewest[peer.name] = min(counts)
         for label, kind, policy in (("auto", "auto", None), ("msm, gates saved", "msm", gates)):
             name = f"memjax {label} @ {peer.name}"
             try:
                 methods.append(memjax_method(step, params, init, xs, name, budget, kind, policy))
             except ValueError as error:  # the peer's memory is below what memjax can work with
                 methods.append(common.Method(name, None, None, str(error).split(";")[0][:100]))
-    return methods
+    return methods, fewest
+
+
+def forward_pass_seconds(cell: str, params, init, xs, repeats: int) -> float:
+    """Median time of one forward pass (``jax.lax.scan`` of the loss, no gradient): the cost of ``T`` forwards."""
+    step, _ = CELLS[cell]
+    run = jax.jit(lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: step(p, c, z), i, x)[1]))
+    jax.block_until_ready(run(params, init, xs))
+    times = []
+    for _ in range(max(repeats, 3)):
+        start = time.perf_counter()
+        jax.block_until_ready(run(params, init, xs))
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def headroom_table(results: list[common.Result], fewest: dict[str, float], forward_s: float) -> str:
+    """What any schedule could gain on each peer at the peer's own memory, in forwards and in time.
+
+    ``forward_s`` is one forward pass (``T`` forwards). A gradient that makes ``n`` forwards per step takes
+    ``n * forward_s + rest``; ``rest`` (backward steps, storage traffic, executor) is at least the least
+    ``median - n * forward_s`` over every method measured with a known ``n``. So no schedule within a peer's
+    memory runs faster than ``floor = least rest + fewest * forward_s``, where ``fewest`` is the fewest forwards
+    per step possible there (the exact MSM optimum). A ratio ``floor / peer`` above 0.90 means that being 10%
+    faster than that peer would need a faster step (backward, storage), not a better schedule.
+    """
+    timed = [r for r in results if r.times and r.forwards is not None]
+    rest = min(r.median_s - r.forwards * forward_s for r in timed)
+    rows = []
+    for peer in results:
+        if peer.name.startswith("memjax") or not peer.times or peer.name not in fewest:
+            continue
+        floor = rest + fewest[peer.name] * forward_s
+        own = "—" if peer.forwards is None else f"{peer.forwards:.3g}"
+        rows.append([peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}", own, f"{fewest[peer.name]:.3g}",
+                     f"{floor:.3f}", f"{floor / peer.median_s:.2f}"])
+    table = common.markdown_table(["peer", "peer MiB", "peer s", "peer fwd/step", "fewest fwd/step at its memory",
+                                   "floor s", "floor / peer time"], rows, "lrrrrrr")
+    return (f"One forward pass: {forward_s:.3f} s; least time besides forwards over the methods measured: "
+            f"{rest:.3f} s.\n\n{table}")
 
 
 def peer_table(results: list[common.Result]) -> str:
@@ -305,8 +360,10 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     start = time.perf_counter()
     methods = build_methods(args.cell, params, init, xs, fractions, tuple(args.kinds))
     if args.match_peers:
-        peers = [m for m in methods if m.loss is not None and not m.name.startswith("memjax")][1:]
-        methods += peer_matched_methods(args.cell, params, init, xs, peers)
+        peers = [m for m in methods if m.loss is not None and not m.name.startswith("memjax")]
+        matched, fewest = peer_matched_methods(args.cell, params, init, xs, peers[1:])
+        fewest[peers[0].name] = 1.0  # lax.scan's own memory holds every residual: one forward per step
+        methods += matched
     common.log(f"planned {len(methods)} methods in {time.perf_counter() - start:.1f} s")
     skipped = [common.Result(m.name, m.forwards, "", skipped=m.note) for m in methods if m.loss is None]
     methods = [m for m in methods if m.loss is not None]
@@ -323,6 +380,8 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     if args.match_peers:
         print("\n#### Each peer against the fastest memjax run at no more temp memory (median wall time)\n")
         print(peer_table(results))
+        print("\n#### What any schedule could gain at each peer's memory\n")
+        print(headroom_table(results, fewest, forward_pass_seconds(args.cell, params, init, xs, repeats)))
     if args.png:
         common.pareto_plot(results, args.png, title, time=args.plot_time)
     return results

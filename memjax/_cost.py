@@ -42,8 +42,16 @@ class StepCosts:
     action: float
 
 
-def predict_seconds(schedule: Schedule, costs: StepCosts, carry_bytes: int, internal_bytes: int) -> float:
-    """Predicted seconds of a schedule's forward and backward sweeps under ``costs``."""
+def predict_seconds(schedule: Schedule | None, costs: StepCosts, carry_bytes: int, internal_bytes: int,
+                    length: int | None = None) -> float:
+    """Predicted seconds of a schedule's forward and backward sweeps under ``costs``.
+
+    ``schedule=None`` is standard BPTT over ``length`` steps (``jax.lax.scan``): ``length`` VJP forwards and
+    backward steps, every internal state but the last written and read once, and no executor rows.
+    """
+    if schedule is None:
+        return float(length * (costs.forward_vjp + costs.backward)
+                     + 2 * max(length - 1, 0) * internal_bytes * costs.byte)
     ops = np.bincount(np.asarray(schedule.op), minlength=len(Op))
     t = schedule.length
     vjp_forwards = ops[Op.SAVE_INTERNAL] + ops[Op.BACKWARD]  # each step's residuals are made exactly once

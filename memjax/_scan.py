@@ -163,14 +163,13 @@ def _plan_fastest(length, sizes, budget, step, consts, carry, x0) -> ScanPlan:
     avals = [jax.ShapeDtypeStruct(np.shape(c), jnp.result_type(c)) for c in consts]
     costs = estimate_step_costs(lambda p, c, x: step(c, x, *p), avals, carry, x0)
     plans = []
-    for kind in ("msm", "hsm", "chen", "ism"):
+    for kind in ("msm", "hsm", "chen", "ism", "store_all"):
         try:
             plan = _plan(length, kind, sizes, budget)
         except ValueError:
             continue  # below what this kind can work with
-        seconds = 0.0 if plan.policy is None else predict_seconds(
-            plan.schedule, costs, sizes.carry_bytes, sizes.internal_bytes)
-        plans.append((seconds, plan))
+        plans.append((predict_seconds(plan.schedule, costs, sizes.carry_bytes, sizes.internal_bytes, length),
+                      plan))
     if not plans:
         return _plan(length, "msm", sizes, budget)  # raises the error that names the least budget
     predictions = tuple((plan.kind, plan.forward_count, seconds) for seconds, plan in plans)
@@ -271,8 +270,9 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
         :func:`memjax.explain`. Under ``jax.vmap`` the budget applies to each mapped element.
       kind: the policy: ``"msm"`` (default, optimal over hidden and internal states), ``"hsm"`` (hidden states
         only, i.e. binomial checkpointing), ``"ism"``, ``"chen"``, ``"store_all"`` (runs ``jax.lax.scan``
-        itself) or ``"recompute"``; or ``"auto"``: of msm, hsm, chen and ism, the one with the least predicted
-        time within the budget, from per-step costs that XLA's cost analysis estimates (:mod:`memjax._cost`).
+        itself, over ``jax.checkpoint(f, policy=checkpoint_policy)`` when a policy is given) or ``"recompute"``;
+        or ``"auto"``: of msm, hsm, chen, ism and store_all, the one with the least predicted time within the
+        budget, from per-step costs that XLA's cost analysis estimates (:mod:`memjax._cost`).
       checkpoint_policy: what an internal state holds. ``None``: every residual of the step's VJP. A
         ``jax.checkpoint`` policy (e.g. ``jax.checkpoint_policies.save_only_these_names("gates")`` with
         ``jax.ad_checkpoint.checkpoint_name`` in the step) keeps only what it saves and recomputes the rest
@@ -290,8 +290,9 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     f, init, key_impls = carry_keys_as_data(f, init)
     plan, step, consts = _prepare(f, init, xs, length, memory, kind, checkpoint_policy)
     try:
-        if plan.policy is None:
-            carry, ys = jax.lax.scan(f, init, xs, plan.length, reverse=reverse, unroll=unroll)
+        if plan.policy is None:  # store_all: lax.scan, whose residuals are the internal states measured
+            body = f if checkpoint_policy is None else jax.checkpoint(f, policy=checkpoint_policy)
+            carry, ys = jax.lax.scan(body, init, xs, plan.length, reverse=reverse, unroll=unroll)
         else:
             carry, ys = _Runner(step, plan, reverse, unroll)(consts, init, xs)
         return (carry if key_impls is None else data_to_keys(carry, key_impls)), ys
