@@ -265,61 +265,30 @@ def peer_matched_methods(cell: str, params, init, xs, peers: list[common.Method]
     return methods, fewest
 
 
-def forward_pass_seconds(cell: str, params, init, xs, repeats: int) -> float:
-    """Median time of one forward pass (``jax.lax.scan`` of the loss, no gradient): the cost of ``T`` forwards."""
-    step, _ = CELLS[cell]
-    run = jax.jit(lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: step(p, c, z), i, x)[1]))
-    jax.block_until_ready(run(params, init, xs))
-    times = []
-    for _ in range(max(repeats, 3)):
-        start = time.perf_counter()
-        jax.block_until_ready(run(params, init, xs))
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def peer_table(results: list[common.Result], fewest: dict[str, float] | None = None) -> str:
+    """For each peer, the fastest memjax run at no more temp memory, and the ratio of their median times.
 
-
-def headroom_table(results: list[common.Result], fewest: dict[str, float], forward_s: float) -> str:
-    """What any schedule could gain on each peer at the peer's own memory, in forwards and in time.
-
-    ``forward_s`` is one forward pass (``T`` forwards). A gradient that makes ``n`` forwards per step takes
-    ``n * forward_s + rest``; ``rest`` (backward steps, storage traffic, executor) is at least the least
-    ``median - n * forward_s`` over every method measured with a known ``n``. So no schedule within a peer's
-    memory runs faster than ``floor = least rest + fewest * forward_s``, where ``fewest`` is the fewest forwards
-    per step possible there (the exact MSM optimum). A ratio ``floor / peer`` above 0.90 means that being 10%
-    faster than that peer would need a faster step (backward, storage), not a better schedule.
+    ``fewest`` (from :func:`peer_matched_methods`) adds the forwards per step the peer makes and the fewest any
+    schedule can make within its memory: how much a better schedule alone could save on that peer.
     """
-    timed = [r for r in results if r.times and r.forwards is not None]
-    rest = min(r.median_s - r.forwards * forward_s for r in timed)
-    rows = []
-    for peer in results:
-        if peer.name.startswith("memjax") or not peer.times or peer.name not in fewest:
-            continue
-        floor = rest + fewest[peer.name] * forward_s
-        own = "—" if peer.forwards is None else f"{peer.forwards:.3g}"
-        rows.append([peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}", own, f"{fewest[peer.name]:.3g}",
-                     f"{floor:.3f}", f"{floor / peer.median_s:.2f}"])
-    table = common.markdown_table(["peer", "peer MiB", "peer s", "peer fwd/step", "fewest fwd/step at its memory",
-                                   "floor s", "floor / peer time"], rows, "lrrrrrr")
-    return (f"One forward pass: {forward_s:.3f} s; least time besides forwards over the methods measured: "
-            f"{rest:.3f} s.\n\n{table}")
-
-
-def peer_table(results: list[common.Result]) -> str:
-    """For each peer, the fastest memjax run at no more temp memory, and the ratio of their median times."""
+    fewest = fewest or {}
     rows = []
     for peer in results:
         if peer.name.startswith("memjax") or not peer.times:
             continue
+        counts = ["—" if peer.forwards is None else f"{peer.forwards:.3g}",
+                  f"{fewest[peer.name]:.3g}" if peer.name in fewest else "—"]
         mine = [r for r in results if r.name.startswith("memjax") and r.times and r.temp_bytes is not None
                 and r.temp_bytes <= peer.temp_bytes]
         if not mine:
-            rows.append([peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}", "—", "—", "—", "—"])
+            rows.append([peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}", *counts, "—", "—", "—", "—"])
             continue
         best = min(mine, key=lambda r: r.median_s)
-        rows.append([peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}", best.name, f"{best.temp_mib:.1f}",
-                     f"{best.median_s:.3f}", f"{best.median_s / peer.median_s:.2f}"])
-    return common.markdown_table(["peer", "peer MiB", "peer s", "fastest memjax at <= its memory", "memjax MiB",
-                                  "memjax s", "memjax / peer time"], rows, "lrrlrrr")
+        rows.append([peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}", *counts, best.name,
+                     f"{best.temp_mib:.1f}", f"{best.median_s:.3f}", f"{best.median_s / peer.median_s:.2f}"])
+    return common.markdown_table(["peer", "peer MiB", "peer s", "peer fwd/step", "fewest fwd/step at its memory",
+                                  "fastest memjax at <= its memory", "memjax MiB", "memjax s", "memjax / peer time"],
+                                 rows, "lrrrrlrrr")
 
 
 def main(argv=None, cell: str = "lstm") -> list[common.Result]:
@@ -362,7 +331,7 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     if args.match_peers:
         peers = [m for m in methods if m.loss is not None and not m.name.startswith("memjax")]
         matched, fewest = peer_matched_methods(args.cell, params, init, xs, peers[1:])
-        fewest[peers[0].name] = 1.0  # lax.scan's own memory holds every residual: one forward per step
+        fewest[peers[0].name] = 1.0  # lax.scan's memory holds every residual: one forward per step
         methods += matched
     common.log(f"planned {len(methods)} methods in {time.perf_counter() - start:.1f} s")
     skipped = [common.Result(m.name, m.forwards, "", skipped=m.note) for m in methods if m.loss is None]
@@ -379,9 +348,9 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
           "advance). temp MiB: compiled.memory_analysis().temp_size_in_bytes of the jitted gradient.")
     if args.match_peers:
         print("\n#### Each peer against the fastest memjax run at no more temp memory (median wall time)\n")
-        print(peer_table(results))
-        print("\n#### What any schedule could gain at each peer's memory\n")
-        print(headroom_table(results, fewest, forward_pass_seconds(args.cell, params, init, xs, repeats)))
+        print(peer_table(results, fewest))
+        print("\nfewest fwd/step at its memory: the exact MSM optimum within the peer's temp memory (less "
+              "memjax's overhead), with either kind of internal state.")
     if args.png:
         common.pareto_plot(results, args.png, title, time=args.plot_time)
     return results
