@@ -515,6 +515,21 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
         return [_Term(offset, right, values_of(right)) for offset, right in ((0, right_hidden), (1, right_internal))
                 if right is not None]
 
+    def predicted(q: int, top: int) -> np.ndarray | None:
+        """The first guess of ``N(., q)``: its left neighbour, less the step that width ``q - s`` took from its
+        own left neighbour, delayed by ``top`` lengths. A heuristic (any guess is verified): with both options
+        these steps repeat almost exactly from about 100 hidden states on, e.g. at alpha = 7.5 and t = 10^4 they
+        differ in 0 to 25 of 10^4 lengths, against thousands for the left neighbour alone."""
+        left = fixed[q - 1]
+        if left is None:
+            return None
+        guess = values_of(left)
+        if both and q - 1 - s >= s and fixed[q - 1 - s] is not None and 0 < top < n:
+            step = values_of(fixed[q - 1 - s]) - values_of(fixed[q - s])
+            guess = guess.copy()
+            guess[top:] -= step[:n - top]
+        return guess
+
     for q in range(s, quanta + 1):
         full_length = (q - s) // i + 1 if internal else q // s  # the longest t with every state stored
         top = min(full_length, length)
@@ -528,9 +543,8 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
             values[: min(length, 1) + 1] = everything[: min(length, 1) + 1]
             values[2: top + 1] = floor[2: top + 1]
             np.minimum(values, ceiling, out=values)
-            left = fixed[q - 1]
             _solve_column(values, t0, terms_of(right_hidden, right_internal), None, None, nothing, everything, ceiling,
-                          None if left is None else values_of(left))
+                          predicted(q, top))
             column = seen[key] = stored(Column(values))
             dense[id(column)] = values
         fixed[q] = column
