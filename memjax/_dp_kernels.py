@@ -281,6 +281,10 @@ def _values(column, points, terms, chosen, spent, ceiling):
 def _shifted(knots, shifts, low, high, limit):
     """Every ``knots[j] + shifts[k]`` in ``[low, high]`` (``knots`` ascending), without forming all pairs; ``None``
     if there are more than ``limit``."""
+    if knots.shape[0] * shifts.shape[0] <= 4096:  # few pairs: all of them
+        pairs = (knots[:, None] + shifts[None, :]).ravel()
+        pairs = pairs[(pairs >= low) & (pairs <= high)]
+        return None if pairs.shape[0] > limit else pairs
     first = np.searchsorted(knots, low - shifts)
     counts = np.searchsorted(knots, high - shifts, side="right") - first
     total = int(counts.sum())
