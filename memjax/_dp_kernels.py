@@ -176,13 +176,11 @@ class Column:
 
     def first_reaching(self, v) -> np.ndarray:
         """The least ``k`` with ``max_{j <= k} c(j) >= v`` (``length + 1`` if none)."""
-        piece = np.searchsorted(self._rising, v)
-        return np.append(self.knots[:-1] + 1, self.knots[-1] + 1)[piece]
+        return self.knots[np.searchsorted(self._rising, v)] + 1  # the piece starting at knots[j] begins at knots[j] + 1
 
     def last_at_most(self, v) -> np.ndarray:
         """The greatest ``k`` with ``min_{j >= k} c(j) <= v`` (``0`` if none)."""
-        piece = np.searchsorted(self._falling, v, side="right")  # pieces before it qualify
-        return np.concatenate([[0], self.knots[1:]])[piece]
+        return self.knots[np.searchsorted(self._falling, v, side="right")]  # pieces before it qualify; knots[0] = 0
 
     def dense(self) -> np.ndarray:
         """All values ``C(0..length)`` as an int64 array."""
