@@ -513,9 +513,17 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
     def stored(column: Column) -> Column:
         return contents.setdefault(column.knots.tobytes() + column.values.tobytes(), column)
 
+    terms: dict[tuple[int, int], _Term] = {}  # (offset, id(column)) -> its term, while the column is live
+
     def terms_of(right_hidden: Column | None, right_internal: Column | None) -> list[_Term]:
-        return [_Term(offset, right, values_of(right)) for offset, right in ((0, right_hidden), (1, right_internal))
-                if right is not None]
+        chosen = []
+        for offset, right in ((0, right_hidden), (1, right_internal)):
+            if right is not None:
+                term = terms.get((offset, id(right)))
+                if term is None:
+                    term = terms[offset, id(right)] = _Term(offset, right, values_of(right))
+                chosen.append(term)
+        return chosen
 
     def predicted(q: int, top: int) -> np.ndarray | None:
         """The first guess of ``N(., q)``: its left neighbour, less the step that width ``q - s`` took from its
@@ -575,9 +583,13 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
                         dense[id(free_column)] = free_values
                 seen[key] = free_column
             free[q] = free_column
-        # keep the values of the columns that later widths still read: q + 1 - i and above
-        live = {id(c) for table in ((fixed, free) if both else (fixed,))
-                for c in table[max(s, q + 1 - i - s): q + 1] if c is not None}
-        for key_id in [key_id for key_id in dense if key_id not in live]:
-            del dense[key_id]
+        # Keep the values (and terms) of the columns that later widths still read, q + 1 - i - s and above: at most
+        # 2 (i + s + 1) of them, so sweeping once the dict holds twice that bounds what is kept.
+        if len(dense) > 4 * (i + s + 1):
+            live = {id(c) for table in ((fixed, free) if both else (fixed,))
+                    for c in table[max(s, q + 1 - i - s): q + 1] if c is not None}
+            for key_id in [key_id for key_id in dense if key_id not in live]:
+                del dense[key_id]
+            for key in [key for key in terms if key[1] not in live]:
+                del terms[key]
     return Columns(length, quanta, s, i, hidden, internal, fixed, free, slack)
