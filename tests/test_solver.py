@@ -654,6 +654,25 @@ def test_infinite_memory_is_unlimited(kind):
         assert policy.peak_memory <= policy.memory
 
 
+@pytest.mark.parametrize("kind", ["msm", "ism"])
+@pytest.mark.parametrize("alpha", [1.0, 2.5, 7.5])
+def test_memory_for_every_internal_state_is_the_tables_floor_without_solving(kind, alpha):
+    """At the memory that holds every internal state, solve answers from the floor (cost t, internal split 1
+    throughout) without a table; its schedule must be the one the solved table gives."""
+    s, i = _solver._quantize(alpha)
+    for t in range(1, 25):
+        full = _solver._full_quanta(t, s, i, True)
+        policy = solve(t, full / s, alpha=alpha, kind=kind)
+        assert policy.cost == t
+        if t >= 2:
+            table = _solver._solve_table(t, full, s, i, kind == "msm", True)
+            from_table = Policy(kind, t, full / s, alpha, table.cost(t, full), s, i, full,
+                                functools.partial(_solver._table_decide, table))
+            for column in ("op", "start", "stop", "offset"):
+                assert np.array_equal(getattr(policy.schedule(), column), getattr(from_table.schedule(), column))
+        assert simulate(policy.schedule(), budget_quanta=policy.budget_quanta).forward_count == t
+
+
 @pytest.mark.parametrize("kind", ["foo", "MSM", "", "revolve", ["msm"], {"kind": "msm"}, None, 1])
 def test_bad_kind(kind):
     with pytest.raises(ValueError, match="kind"):
