@@ -132,16 +132,15 @@ class Column:
 
     def __init__(self, dense: np.ndarray):
         length = dense.shape[0] - 1
-        second = np.diff(dense, 2)
-        inner = np.flatnonzero(second) + 1
-        ends = [[0], inner, [length]] if length else [[0]]
-        self.knots = np.concatenate(ends).astype(np.int64)
-        self.values = dense[np.minimum(self.knots, length)]
+        increments = dense[1:] - dense[:-1]
+        inner = np.flatnonzero(increments[1:] != increments[:-1]) + 1
+        self.knots = np.concatenate([[0], inner, [length]] if length else [[0]]).astype(np.int64)
         if length:
-            self.slopes = np.diff(self.values) // np.diff(self.knots)
+            self.values = dense[self.knots]
+            self.slopes = increments[self.knots[:-1]]
         else:
-            self.slopes = np.zeros(1, np.int64)
-        self.convex = inner[second[inner - 1] > 0]
+            self.values, self.slopes = dense[:1].copy(), np.zeros(1, np.int64)
+        self.convex = inner[increments[inner] > increments[inner - 1]]
         self._rising = np.maximum.accumulate(self.slopes)  # max of the increments up to each piece
         self._falling = np.minimum.accumulate(self.slopes[::-1])[::-1]  # min from each piece on
         # piece lookups by searchsorted over knots[:-1]: positions past the last knot stay in the last piece
