@@ -329,13 +329,15 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
     an end, which is a candidate anyway. Values are capped at ``ceiling`` (fact 7): once a kept entry reaches it,
     the rest of the column is the ceiling. ``guess``, if given, is a column whose increments from ``t0`` on are
     the first guess (the left neighbour's: widths differ little), instead of the last increment continued.
+
+    Returns the :class:`Column` of the filled column when the last verified run made it (``None`` otherwise).
     """
     length = column.shape[0] - 1
     if t0 > length:
-        return
+        return None
     if not terms and spent is None:
         column[t0:] = np.minimum(nothing[t0:], ceiling[t0:])
-        return
+        return None
     if t0 == 2:  # fact 6 leaves "store nothing" out, which can only tie at t = 2: this one cell directly
         point = everything[2:3]
         chosen = _candidates(Column(column[:3]), 2, 3, terms, length)
@@ -347,6 +349,7 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
         column[t0:] = np.minimum(guess[t0:] - guess[t0 - 1] + column[t0 - 1], ceiling[t0:])
         t1 = length + 1
     sparse = True  # try a sparse run, unless the last dense one failed (knots are dense here)
+    prefix, confirmed = None, False
     while t0 <= length:
         if t1 <= t0:  # a fresh run: continue the last increment
             t1 = min(length + 1, t0 + run)
@@ -364,7 +367,8 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
                 chosen = _candidates(Column(column[:t1]), t0, t1, terms, length)
             best = _values(column, everything[t0:t1], terms, chosen, spent, ceiling).min(axis=1) + everything[t0:t1]
             wrong = np.flatnonzero(best != column[t0:t1])
-            keep = t1 - t0 if wrong.size == 0 else int(wrong[0]) + 1
+            confirmed = wrong.size == 0
+            keep = t1 - t0 if confirmed else int(wrong[0]) + 1
             # Entries past the first mismatch were evaluated from a partly wrong guess: they are the next
             # guess for the same run (a Picard iteration), verified in turn before being kept.
             column[t0:t1] = best
@@ -374,7 +378,8 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
             values = _values(column, points, terms, chosen, spent, ceiling)  # minus the length
             best = values.min(axis=1) + points
             wrong = np.flatnonzero(best != column[points])
-            if wrong.size == 0:
+            confirmed = wrong.size == 0
+            if confirmed:
                 keep = t1 - t0
             else:
                 m = int(wrong[0])
@@ -403,7 +408,9 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
         t0 += keep
         if column[t0 - 1] >= ceiling[t0 - 1]:  # C(t) - t never decreases (fact 7)
             column[t0:] = ceiling[t0:]
-            return
+            return None
+    # the last run confirmed its whole guess up to the end (and changed nothing): its prefix is the column
+    return prefix if confirmed and t1 == length + 1 else None
 
 
 class Columns:
@@ -555,9 +562,9 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
             values[: min(length, 1) + 1] = everything[: min(length, 1) + 1]
             values[2: top + 1] = floor[2: top + 1]
             np.minimum(values, ceiling, out=values)
-            _solve_column(values, t0, terms_of(right_hidden, right_internal), None, None, nothing, everything, ceiling,
-                          predicted(q, top))
-            column = seen[key] = stored(Column(values))
+            made = _solve_column(values, t0, terms_of(right_hidden, right_internal), None, None, nothing, everything,
+                                 ceiling, predicted(q, top))
+            column = seen[key] = stored(Column(values) if made is None else made)
             dense[id(column)] = values
         fixed[q] = column
         if both:
@@ -578,10 +585,10 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
                         # The left neighbour is the first guess once about 20 internal states fit (measured:
                         # below, its guesses are poor and cost more than the default; above, 10% faster in all)
                         left = free[q - 1] if top >= 20 else None
-                        _solve_column(free_values, first + 1, terms_of(right_hidden, right_internal), spent,
-                                      spent_from.knots, nothing, everything, ceiling,
-                                      None if left is None else values_of(left))
-                        free_column = stored(Column(free_values))
+                        made = _solve_column(free_values, first + 1, terms_of(right_hidden, right_internal), spent,
+                                             spent_from.knots, nothing, everything, ceiling,
+                                             None if left is None else values_of(left))
+                        free_column = stored(Column(free_values) if made is None else made)
                         dense[id(free_column)] = free_values
                 seen[key] = free_column
             free[q] = free_column
