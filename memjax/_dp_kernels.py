@@ -210,14 +210,16 @@ def _candidates(prefix: Column, t0, t1, terms, length):
     is exact below ``t``) these are the breakpoints of ``L`` that fact 1 needs at ``t``.
     """
     own_all = prefix.convex
+    if own_all.size:  # l(b) and l(b + 1) at each convex breakpoint b, for fact 2
+        before, after = prefix.increment(own_all) + 2, prefix.increment(own_all + 1) + 1
     chosen = []
     for term in terms:
         offset, right = term.offset, term.column
         own = own_all
         if own.size:  # fact 2 for y = b + offset: p = t - y in [t0 - y, t1 - 1 - y]
             y = own + offset
-            first = right.first_reaching(prefix.increment(own) + 2) - 1
-            bound = right.last_at_most(prefix.increment(own + 1) + 1)
+            first = right.first_reaching(before) - 1
+            bound = right.last_at_most(after)
             own = own[np.maximum(first, t0 - y) <= np.minimum(bound, t1 - 1 - y)]
         if own.size == 0:
             own = np.ones(1, np.int64)  # the end y = 1: changes nothing
