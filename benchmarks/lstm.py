@@ -230,9 +230,10 @@ def peer_matched_methods(cell: str, params, init, xs, peers: list[common.Method]
     the gate pre-activations.
 
     Returns:
-      The methods, and for each peer the fewest forward evaluations per step that any schedule can make within
-      its memory: the optimal MSM cost (the paper's objective, solved exactly) with either kind of internal
-      state, or the peer's own count when memjax cannot work with so little.
+      The methods, and for each peer the fewest forward evaluations per step that a schedule can make within
+      its memory: the least of the peer's own count (where known) and the optimal MSM cost (the paper's
+      objective, solved exactly) within the peer's memory less memjax's overhead, with either kind of internal
+      state.
     """
     step, _ = CELLS[cell]
     default = memjax_method(step, params, init, xs, "memjax default", None, "msm")

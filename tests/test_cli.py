@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import memjax
 from memjax import _demo
 from memjax.__main__ import main
@@ -93,6 +95,21 @@ def test_lstm_benchmark_quick():
     row = next(line for line in out.splitlines() if line.startswith("| memjax msm 5%"))
     error = float(row.split("|")[11])
     assert error < 1e-5
+
+
+@pytest.mark.slow
+def test_lstm_benchmark_match_peers_quick():
+    out = _run(str(BENCHMARKS / "lstm.py"), "--quick", "--T", "100", "--match-peers", timeout=300)
+    assert "| memjax store_all, gates saved" in out
+    table = out.split("#### Each peer against")[1]
+    header = next(line for line in table.splitlines() if line.startswith("| peer"))
+    assert "fewest fwd/step at its memory" in header
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert {row[1].strip() for row in rows} >= {"jax.lax.scan", "lax.scan + checkpoint(body)"}
+    for row in rows:
+        own, fewest = row[4].strip(), row[5].strip()
+        if own != "—" and fewest != "—":  # no schedule needs more forwards than the peer makes
+            assert float(fewest) <= float(own), row
 
 
 def test_gru_theory_and_compile_time_benchmarks_quick():
