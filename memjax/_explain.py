@@ -21,7 +21,8 @@ class Explanation:
     Attributes:
       plan: the full :class:`memjax.ScanPlan` (policy, schedule, measured sizes).
       carry_bytes: one hidden state (the carry).
-      internal_bytes: one stored internal state (the step's input-dependent VJP residuals plus the carry).
+      internal_bytes: one stored internal state (the step's input-dependent VJP residuals, less those that are
+        the step's ``x``, plus the carry).
       invariant_bytes: residuals that do not depend on the step's inputs, kept once.
       alpha: ``internal_bytes / carry_bytes``.
       stored_bytes: what the schedule stores at its peak, the initial carry included (within the budget).

@@ -411,7 +411,7 @@ class _Runner:
         self.reverse = reverse
         self.unroll = unroll
         sizes = plan.sizes
-        self.varies = sizes.varies
+        self.varies, self.stored, self.from_x = sizes.varies, sizes.stored, sizes.from_x
         schedule = plan.schedule
         internal = None if plan.kind in ("hsm", "recompute") else schedule.internal_quanta
         self.layout = PoolLayout(sizes.carry_avals, sizes.variant_avals, schedule.hidden_quanta, internal)
@@ -475,7 +475,7 @@ class _Runner:
 
             def saving(pools):
                 new, y, leaves = self._vjp(consts, carry, x)
-                item = [leaf for leaf, v in zip(leaves, self.varies) if v] + jax.tree_util.tree_leaves(new)
+                item = [leaf for leaf, keep in zip(leaves, self.stored) if keep] + jax.tree_util.tree_leaves(new)
                 return new, y, layout.internal.store(pools, item, save_internal)
 
             new, y, pools = jax.lax.cond(save_internal >= 0, saving, plain, pools)
@@ -552,7 +552,7 @@ class _Runner:
             def save_internal(operand):
                 register, pools = operand
                 new, _, leaves = self._vjp(consts, register, self._x(xs, a + 1))
-                item = [leaf for leaf, v in zip(leaves, self.varies) if v] + jax.tree_util.tree_leaves(new)
+                item = [leaf for leaf, keep in zip(leaves, self.stored) if keep] + jax.tree_util.tree_leaves(new)
                 return new, layout.internal.store(pools, item, offset)
 
             register, pools = _when(op == Op.SAVE_INTERNAL, save_internal, (register, pools))
@@ -562,7 +562,9 @@ class _Runner:
             def backward_stored(cs):
                 stored = iter(layout.internal.load(pools, offset)[:n_residuals])
                 shared = iter(invariant)
-                return back([next(stored) if v else next(shared) for v in self.varies], a, cs)
+                x = jax.tree_util.tree_leaves(self._x(xs, a))  # residuals that are x itself: read back, not stored
+                return back([x[j] if j >= 0 else next(stored) if v else next(shared)
+                             for v, j in zip(self.varies, self.from_x)], a, cs)
 
             cotangent_state = _when(op == Op.BACKWARD_STORED, backward_stored, cotangent_state)
             return (register, pools, cotangent_state), None

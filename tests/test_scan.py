@@ -359,6 +359,15 @@ def test_checkpoint_policy_shrinks_the_internal_state():
     assert gates.store_all_bytes < full.store_all_bytes
 
 
+
+def test_residuals_that_are_the_steps_input_are_read_back_not_stored():
+    """The LSTM keeps x for its input weights' gradient: memjax reads it back from xs instead of storing it."""
+    sizes = memjax.plan_scan(lstm_f(), INIT, XS, memory=0.3).sizes
+    nbytes = [int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in sizes.residual_avals]
+    forwarded = [n for n, j in zip(nbytes, sizes.from_x) if j >= 0]
+    assert forwarded == [XS[0].nbytes]
+    assert sizes.residual_bytes == sum(n for n, v in zip(nbytes, sizes.varies) if v) - XS[0].nbytes
+
 def _store_all_temp_bytes(checkpoint_policy):
     p, init, xs = _memory_model()
 
