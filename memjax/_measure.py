@@ -89,13 +89,12 @@ def measure_step(step: Callable, consts, carry, x) -> StepSizes:
     leaves, tree = jax.tree_util.tree_flatten(pullback)
     varies, from_x = _depends_on_inputs(
         lambda c, h, z: jax.tree_util.tree_leaves(residuals(c, h, z)), consts, carry, x)
-    sizes = StepSizes(tree_bytes(carry), 0, 0, (), tree, (), tuple(varies), tuple(from_x))
-    stored = [leaf for leaf, keep in zip(leaves, sizes.stored) if keep]
+    per_step = [leaf for leaf, v, j in zip(leaves, varies, from_x) if v and j < 0]  # as StepSizes.stored
     invariant = [leaf for leaf, v in zip(leaves, varies) if not v]
     carry_avals = tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in jax.tree_util.tree_leaves(carry))
-    return dataclasses.replace(sizes, residual_bytes=tree_bytes(stored), invariant_bytes=tree_bytes(invariant),
-                               carry_avals=carry_avals,
-                               residual_avals=tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves))
+    return StepSizes(tree_bytes(carry), tree_bytes(per_step), tree_bytes(invariant), carry_avals, tree,
+                     tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves), tuple(varies),
+                     tuple(from_x))
 
 
 def _depends_on_inputs(fn: Callable, consts, carry, x) -> tuple[list[bool], list[int]]:
