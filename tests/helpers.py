@@ -14,6 +14,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 import memjax
 
@@ -45,9 +46,10 @@ def lstm_params(key, n_in: int, hidden: int, dtype=jnp.float32) -> dict:
 
 
 def lstm_step(params, carry, x):
-    """One LSTM step: carry ``(h, c)``, output ``h``."""
+    """One LSTM step: carry ``(h, c)``, output ``h``; the gate pre-activations are named ``"gates"`` (an identity
+    unless a ``jax.checkpoint`` policy such as ``save_only_these_names("gates")`` reads the name)."""
     h, c = carry
-    z = x @ params["W"] + h @ params["U"] + params["b"]
+    z = checkpoint_name(x @ params["W"] + h @ params["U"] + params["b"], "gates")
     i, f, g, o = jnp.split(z, 4, axis=-1)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)

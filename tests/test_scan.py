@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.ad_checkpoint import checkpoint_name
 
 import memjax
 from helpers import (program_size, Counter, assert_trees_close, counted, gru_init, gru_params, gru_step, lax_scan, least_bytes,
@@ -329,22 +328,12 @@ def test_xla_temp_memory_within_budget_plus_working_set(memory):
 # checkpoint_policy: internal states that hold only what a jax.checkpoint policy saves
 # ------------------------------------------------------------------------------------------------------------------
 
-GATES = jax.checkpoint_policies.save_only_these_names("gates")
-
-
-def named_lstm_step(params, carry, x):
-    """``lstm_step`` with its gate pre-activations named ``"gates"`` for ``GATES``."""
-    h, c = carry
-    z = checkpoint_name(x @ params["W"] + h @ params["U"] + params["b"], "gates")
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return (h, c), h
+GATES = jax.checkpoint_policies.save_only_these_names("gates")  # lstm_step names its gate pre-activations
 
 
 @pytest.mark.parametrize("kind,memory", [("msm", 0.3), ("hsm", 0.5), ("store_all", None), ("auto", 1.0)])
 def test_checkpoint_policy_gradients_match_lax_scan(kind, memory):
-    out, grads = value_and_grads(memjax.scan, named_lstm_step, P, INIT, XS, memory=memory, kind=kind,
+    out, grads = value_and_grads(memjax.scan, lstm_step, P, INIT, XS, memory=memory, kind=kind,
                                  checkpoint_policy=GATES)
     ref_out, ref_grads, _ = lstm_reference()
     assert_trees_close(out, ref_out, rtol=1e-5, what="(carry, ys)")
@@ -352,7 +341,7 @@ def test_checkpoint_policy_gradients_match_lax_scan(kind, memory):
 
 
 def test_checkpoint_policy_shrinks_the_internal_state():
-    f = functools.partial(named_lstm_step, P)
+    f = functools.partial(lstm_step, P)
     full = memjax.plan_scan(f, INIT, XS, memory=0.3)
     gates = memjax.plan_scan(f, INIT, XS, memory=0.3, checkpoint_policy=GATES)
     assert gates.sizes.internal_bytes < full.sizes.internal_bytes
@@ -372,7 +361,7 @@ def _store_all_temp_bytes(checkpoint_policy):
     p, init, xs = _memory_model()
 
     def loss(params):
-        carry, ys = memjax.scan(functools.partial(named_lstm_step, params), init, xs, kind="store_all",
+        carry, ys = memjax.scan(functools.partial(lstm_step, params), init, xs, kind="store_all",
                                 checkpoint_policy=checkpoint_policy)
         return jnp.sum(ys ** 2)
 
@@ -382,7 +371,7 @@ def _store_all_temp_bytes(checkpoint_policy):
 def test_store_all_keeps_only_what_the_checkpoint_policy_saves():
     """kind="store_all" runs lax.scan; with a policy it must store what the plan measured, not every residual."""
     p, init, xs = _memory_model()
-    plan = memjax.plan_scan(functools.partial(named_lstm_step, p), init, xs, kind="store_all",
+    plan = memjax.plan_scan(functools.partial(lstm_step, p), init, xs, kind="store_all",
                             checkpoint_policy=GATES)
     with_policy, without = _store_all_temp_bytes(GATES), _store_all_temp_bytes(None)
     assert with_policy < 0.8 * without, (with_policy, without)
@@ -390,7 +379,7 @@ def test_store_all_keeps_only_what_the_checkpoint_policy_saves():
 
 
 def test_auto_considers_store_all_when_the_budget_allows_it():
-    f = functools.partial(named_lstm_step, P)
+    f = functools.partial(lstm_step, P)
     roomy = memjax.plan_scan(f, INIT, XS, memory=1.0, kind="auto", checkpoint_policy=GATES)
     tight = memjax.plan_scan(f, INIT, XS, memory=0.3, kind="auto", checkpoint_policy=GATES)
     assert "store_all" in [kind for kind, _, _ in roomy.predictions]
