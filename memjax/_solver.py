@@ -322,11 +322,10 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
     if kind == "chen":
         segment, cost = _chen_segment(t, q, s, i)
         return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_chen_decide, t, segment))
-    q_table = min(q, _full_quanta(t, s, i, True))
-    if q_table == _full_quanta(t, s, i, True):  # every internal state fits: the table's floor, split 1 throughout
+    if q >= _full_quanta(t, s, i, True):  # every internal state fits: the table's floor, split 1 throughout
         return Policy(kind, t, m, alpha, t, s, i, q, _store_all_decider)
-    table = _exact_table(t, q_table, s, i, hidden=kind == "msm")
-    return Policy(kind, t, m, alpha, table.cost(t, q_table), s, i, q, functools.partial(_table_decide, table))
+    table = _exact_table(t, q, s, i, hidden=kind == "msm")
+    return Policy(kind, t, m, alpha, table.cost(t, q), s, i, q, functools.partial(_table_decide, table))
 
 
 solve.cache_clear = _solve.cache_clear
