@@ -248,18 +248,12 @@ def _values(column, points, terms, chosen, spent, ceiling):
     for term, (own, right_candidates) in zip(terms, chosen):
         offset, excess = term.offset, term.excess
         ys = own + offset
-        inside = ys < first  # y < t at every length
-        y = ys[inside]
-        if y.size:
-            values = excess[lengths - y]
-            values += column[y - offset]
-            blocks.append(values)
-        y = ys[~inside]
-        if y.size:
-            y = np.minimum(y, lengths - 1)
-            values = excess[lengths - y]
-            values += column[y - offset]
-            blocks.append(values)
+        inside = ys < first  # y < t at every length: one row of own values serves every length
+        for y in (ys[inside], np.minimum(ys[~inside], lengths - 1)):
+            if y.size:
+                values = excess[lengths - y]
+                values += column[y - offset]
+                blocks.append(values)
         inside = right_candidates < first  # 1 <= y = t - z at every length
         z = right_candidates[inside]
         if z.size:
