@@ -720,7 +720,9 @@ def test_solve_is_cached_and_tables_are_reused(monkeypatch):
     assert first.schedule() is first.schedule()
 
     table = _solver._TABLES[(4, 19, True, True)]
-    assert table.slack == 41  # cells capped at 2t + 1 (fact 7 of memjax._dp_kernels): this cost is below
+    # cells capped at the cost bound (fact 7 of memjax._dp_kernels): here Chen's forwards, below 2t + 1
+    chen = solve(40, 30.0, alpha=alpha, kind="chen").cost
+    assert chen < 2 * 40 and table.slack == chen + 1 - 40
     solve.cache_clear()
     again = solve(40, 30.0, alpha=alpha)  # a new Policy, solved from the cached table
     assert again is not first and again == first and again.cost == first.cost
