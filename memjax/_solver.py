@@ -41,6 +41,11 @@ HSM and ISM are unchanged (without internal states ``F = N``; without hidden sta
 For hidden states alone the closed form holds (paper, eq. 3; Griewank's binomial bound): with ``r`` the
 smallest integer such that ``binom(m + r, r) >= t``, ``C_HSM(t, m) = (r + 1) t - binom(m + r, r - 1)``.
 
+For MSM and ISM a lower bound holds too: with ``M`` internal states besides the start, ``C(t, m) >= 2t - 1 - M``
+(the steps computed only once are those whose internal states are all held when step ``t`` is back-propagated).
+Up to ``t = 1 + M (M + 1) / 2 + 2M`` a policy of internal-state checkpoints reaches it (:func:`_two_forward_length`),
+and ``solve`` answers there without a table.
+
 Non-integer ``alpha`` is handled exactly by counting memory in *quanta*: a hidden state is ``s`` quanta and an
 internal state ``ceil(alpha * s)`` quanta for a small ``s``. Rounding is always upwards for the internal state
 and downwards for the budget, so a policy never needs more memory than it was given.
@@ -328,8 +333,10 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
     if kind == "chen":
         segment, cost = _chen_segment(t, q, s, i)
         return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_chen_decide, t, segment))
-    if q >= _full_quanta(t, s, i, True):  # every internal state fits: the table's floor, split 1 throughout
-        return Policy(kind, t, m, alpha, t, s, i, q, _store_all_decider)
+    slots = (q - s) // i
+    if t <= _two_forward_length(slots):  # the lower bound is reached: no table needed
+        return Policy(kind, t, m, alpha, max(t, 2 * t - 1 - slots), s, i, q,
+                      functools.partial(_two_forward_decide, s, i))
     table = _exact_table(t, q, s, i, hidden=kind == "msm")
     return Policy(kind, t, m, alpha, table.cost(t, q), s, i, q, functools.partial(_table_decide, table))
 
@@ -355,6 +362,36 @@ def _recompute_decider(a: int, b: int, q: int, freeable: bool) -> tuple[int, int
 
 def _store_all_decider(a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
     return _INTERNAL, 1
+
+
+def _two_forward_length(slots: int) -> int:
+    """The longest ``t`` for which :func:`_two_forward_decide` reaches ``C(t, q) = max(t, 2t - 1 - M)``, with
+    ``M = (q - s) // i`` internal states besides the start: ``A(M) = 1 + M (M + 1) / 2 + 2M``.
+
+    *Lower bound, any MSM or ISM policy.* The first backward step is step ``t``'s, after every step was computed
+    once. A step other than ``t`` that is computed only once must have its internal state stored from then until
+    its backward step, so all of them are stored together with the start state when step ``t`` is
+    back-propagated: at most ``M`` of them. Every other step is computed at least twice: ``C(t, q) >= 2t - 1 - M``,
+    and ``C(t, q) >= t``.
+
+    *Reaching it.* With ``t <= M + 1`` every internal state fits (cost ``t``). Otherwise store ``I_y`` at ``y =
+    min(M + 2, t - M)`` (the internal option of the recurrence): the ``y - 1`` steps before it are solved later
+    with all ``q`` quanta, at their floor (``y - 1 <= M + 1``), and the ``t - y`` after it with ``M - 1`` slots.
+    For ``t <= 2M + 2`` the right part has ``M`` steps, its floor, and the cost is ``y + (y - 1) + M = 2t - 1 -
+    M``; beyond, it has ``t - M - 2 <= A(M - 1)`` steps at its own bound ``2 (t - y) - M``, and the cost is again
+    ``2t - 1 - M``. Hence ``A(M) = M + 2 + A(M - 1)``, ``A(0) = 1``. Chen's segments with internal states as
+    checkpoints, each segment as long as the memory left at its turn allows. At t = 10^4 and alpha = 7.5 this
+    covers every budget from 1.4% of store-all memory up.
+    """
+    return 1 + slots * (slots + 1) // 2 + 2 * slots
+
+
+def _two_forward_decide(s: int, i: int, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
+    """The decisions of the policy of :func:`_two_forward_length` (never a hidden state, so never freeable)."""
+    t, slots = b - a, (q - s) // i
+    if t <= slots + 1:
+        return _INTERNAL, 1  # every internal state fits
+    return _INTERNAL, min(slots + 2, t - slots)
 
 
 def _chen_memory(t: int, segment: np.ndarray, s: int, i: int) -> np.ndarray:
