@@ -31,7 +31,7 @@ forwards, so MSM equals ISM and the hidden option is dropped (the spent option w
 ``q - i + s > q``, which the column order below cannot give); ``tests/test_solver_fast.py`` checks the equality.
 
 Columns ``N(., q)`` and ``F(., q)`` are computed in increasing ``q`` and, in a column, ``N`` before ``F`` (``F`` reads
-``N(., q - i + s)``, the ``N`` column itself when ``i = s``; ``N`` never reads ``F``'s own column). Seven exact
+``N(., q - i + s)``, the ``N`` column itself when ``i = s``; ``N`` never reads ``F``'s own column). Nine exact
 facts make this cheap.
 
 **1. Breakpoint candidates (proof), one min term at a time.** Every split term above has the form
@@ -100,6 +100,36 @@ is at least ``K`` plus its length, the rest at least its length). So the capped 
 first cell that reaches its cap (``C(t) - t`` never decreases). Every sub-problem of an optimal policy for a query
 ``(T, Q)`` with ``C(T, Q) <= B`` is below the cap ``K = B + 1 - T``. ``B`` is first ``2T`` (the common case), then a
 binomial bound (``_solver._cost_bound``); a capped table answers only queries whose cell is below its cap.
+
+**8. Two forwards per extra step (proof by induction on ``q``, then ``t``).** With internal states and ``M = (q -
+s) // i``, ``N(t + 1, q) >= N(t, q) + 2`` for ``t >= M + 1`` (the floor's end) and ``F(t + 1, q) >= F(t, q) + 2``
+for ``t >= M + 2``. Take the best option at ``t + 1`` and compare it with an option at ``t``. Store nothing: the
+values differ by ``t + 1``. A split ``y`` whose right part is long enough for the claim at its narrower width:
+the same split at ``t``, which differs only there, by at least 2. Otherwise, for ``y >= 2``: the split ``y - 1``
+at ``t`` with the same right part, ``1 + L(y - o) - L(y - 1 - o) >= 2`` below (increments are at least 1, fact 7).
+For ``y = 1``: an internal split leaves a right part of ``t`` steps on ``M - 1`` slots, which is long enough; a
+hidden one costs ``2 + F(t, q - s)``, and a short right part means ``t = M + 1`` (``N(t, q) = t <= F(t, q -
+s)``) or ``t = M + 2`` with ``(q - 2s) // i = M``, where ``N(t, q) = M + 3`` (the two-forward policy of
+``_solver._two_forward_length``) and ``F(t, q - s) >= M + 3`` (its lower bound: ``2t - 1 - (q - s) // i``); for
+``F``, ``F(t, q) <= F(t, q - s)`` (more memory never costs more). Spent: ``1 + N(t, q - i + s)`` against ``1 +
+N(t - 1, q - i + s)``, with ``t - 1`` past that width's floor.
+
+**9. Caps for one query (proof).** Fact 7 caps every cell at ``K + t``. A table solved for a single query ``(T, Q)``
+may cap lower. Write ``X = C(t, q) - t`` and ``E = K - 1 >= X(T, Q)``. In the tree of an optimal policy, a split's
+excess is ``X(parent) = y + X(left) + X(right)`` (hidden), ``y - 1 + X(left) + X(right)`` (internal) and
+``X(child)`` (spent). A node below a left child, whose length ``y`` or ``y - 1`` is at least the node's ``t``,
+has ``X <= E - t``. A node reached by right children only has ``X <= E - (T - t) + k``, with ``k`` its internal
+and spent ancestors, at most ``c(q) = (Q - q) // d`` of them (``d = i - s`` with hidden states, each costing that
+much net, ``i`` without; no cap when ``i = s``). So every cell of the policy has ``X <= M(t, q) = max(-1, min(E,
+max(E - t, E - T + t + c(q))))``; cap it at ``t + M(t, q) + 1``. These caps are consistent: a split of any cell
+that reads a capped part costs at least the cell's own cap, because ``M(t - y, q - s) + y >= M(t, q)`` (hidden
+right part), ``M(t - y, q - i) + y >= M(t, q) + 1`` (internal, ``c(q - i) >= c(q) + 1``), ``M(t - 1, q - i + s)
+>= M(t, q)`` (spent, ``c(q - d) = c(q) + 1``), ``M(y, q) >= E - y`` (left parts), and the other part costs at
+least its length. By induction on the cells, the capped recurrence then holds ``min(C(t, q), cap(t, q))``
+everywhere, with the uncapped decision wherever it is below the cap (a split reading a capped cell never ties),
+and a cell below its cap heads a policy of cells below theirs: the query is answered exactly whenever its own
+cell is. A column can still stop at its first capped cell: the cap rises by at most 2 per step, and by fact 8
+the column by at least 2 from where it is solved (``t0`` is past the floor, for ``F`` past it plus one).
 
 Storage: a column is piecewise linear in ``t`` with few pieces (a handful on average, at most ``t``), and is kept as
 its knots (:class:`Column`); decisions are not stored but recomputed for one cell on demand from the candidates of
@@ -289,14 +319,14 @@ def _shifted(knots, shifts, low, high, limit):
     return knots[index] + np.repeat(shifts, counts)
 
 
-def _events(prefix: Column, t0, t1, terms, chosen, spent_knots):
+def _events(prefix: Column, t0, t1, terms, chosen, fixed_knots):
     """Lengths in ``[t0, t1)`` where some candidate or the guess may change slope (fact 6) and the lengths right
     after them, or ``None`` when they are too many for the sparse evaluation to pay (over half the run)."""
     knots, high = prefix.knots, t1 - 1
     limit = (t1 - t0) // 2
     parts = [np.array([t0, high]), knots[knots >= t0]]
-    if spent_knots is not None:
-        parts.append(spent_knots + 1)
+    if fixed_knots is not None:
+        parts.append(fixed_knots)
     for term, (own, right_candidates) in zip(terms, chosen):
         ys = own + term.offset
         parts += [ys + 1, right_candidates + 1]
@@ -317,14 +347,15 @@ def _events(prefix: Column, t0, t1, terms, chosen, spent_knots):
     return points if 2 * points.shape[0] <= t1 - t0 else None
 
 
-def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ceiling, guess=None):
+def _solve_column(column, t0, terms, spent, fixed_knots, nothing, everything, ceiling, guess=None):
     """Fill ``column[t0:]`` (one table at one width) by guess and verify (facts 1-3, 6).
 
-    ``spent`` is ``None`` or the spent option's value for every ``t`` (read for ``t >= t0 >= 2``) and ``spent_knots``
-    the knots of the column it reads. Candidates outside ``1 <= y < t`` are clipped into it: a clipped candidate is
-    an end, which is a candidate anyway. Values are capped at ``ceiling`` (fact 7): once a kept entry reaches it,
-    the rest of the column is the ceiling. ``guess``, if given, is a column whose increments from ``t0`` on are
-    the first guess (the left neighbour's: widths differ little), instead of the last increment continued.
+    ``spent`` is ``None`` or the spent option's value for every ``t`` (read for ``t >= t0 >= 2``), and
+    ``fixed_knots`` the lengths where it or ``ceiling`` change slope. Candidates outside ``1 <= y < t`` are clipped
+    into it: a clipped candidate is an end, which is a candidate anyway. Values are capped at ``ceiling`` (facts 7
+    and 9): once a kept entry reaches it, the rest of the column is the ceiling. ``guess``, if given, is a column
+    whose increments from ``t0`` on are the first guess (made from neighbouring widths), instead of the last
+    increment continued.
 
     Returns the :class:`Column` of the filled column when the last verified run made it (``None`` otherwise).
     """
@@ -355,7 +386,7 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
             t1 = min(t1, t0 + dense_run)
         prefix = Column(column[:t1])
         chosen = _candidates(prefix, t0, t1, terms, length)
-        points = _events(prefix, t0, t1, terms, chosen, spent_knots) if sparse and t1 - t0 >= 8 else None
+        points = _events(prefix, t0, t1, terms, chosen, fixed_knots) if sparse and t1 - t0 >= 8 else None
         if points is None:  # dense: every length of a shorter run, of at most _MAX_CELLS candidate values
             width = 2 + sum(own.shape[0] + right.shape[0] for own, right in chosen)
             if t1 > t0 + min(dense_run, max(8, _MAX_CELLS // width)):
@@ -402,7 +433,7 @@ def _solve_column(column, t0, terms, spent, spent_knots, nothing, everything, ce
             if keep == t1 - t0:
                 run = max(run, 8 * (t1 - t0))
         t0 += keep
-        if column[t0 - 1] >= ceiling[t0 - 1]:  # C(t) - t never decreases (fact 7)
+        if column[t0 - 1] >= ceiling[t0 - 1]:  # capped from here on (facts 7 and 9)
             column[t0:] = ceiling[t0:]
             return None
     # the last run confirmed its whole guess up to the end (and changed nothing): its prefix is the column
@@ -416,8 +447,8 @@ class Columns:
     ``dense()`` expands everything into arrays (for tests and small tables).
     """
 
-    def __init__(self, length, quanta, s, i, hidden, internal, fixed, free, slack=_INF):
-        self.length, self.quanta, self.s, self.i, self.slack = length, quanta, s, i, slack
+    def __init__(self, length, quanta, s, i, hidden, internal, fixed, free, slack=_INF, path=None):
+        self.length, self.quanta, self.s, self.i, self.slack, self.path = length, quanta, s, i, slack, path
         self.hidden, self.internal = hidden, internal
         self.fixed, self.free = fixed, free  # lists of Column | None indexed by q; free is None unless both
         self.shape = (length + 1, quanta + 1)
@@ -429,6 +460,12 @@ class Columns:
         """``N(t, q)``; ``_INF`` below ``s`` quanta."""
         column = self.fixed[min(q, self.quanta)]
         return _INF if column is None else int(column.at(t))
+
+    def exact(self, t: int, q: int) -> bool:
+        """Whether ``N(t, q)`` is below its cap (facts 7 and 9): then it and the decisions of its policy, all the
+        way down, are those of the uncapped table."""
+        q = min(q, self.quanta)
+        return self.cost(t, q) <= t + int(_excess(t, q, self.slack, self.path))
 
     def decide(self, t: int, q: int, freeable: bool) -> tuple[int, int]:
         """The decision ``(option, split)`` of cell ``(t, q)`` (``t >= 2``) of ``F`` if ``freeable`` else ``N``."""
@@ -494,15 +531,37 @@ def _free_guess(fixed: np.ndarray, spent: np.ndarray) -> np.ndarray:
     return guess
 
 
+def _path(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool, slack: int):
+    """The parameters ``(T, Q, d)`` of fact 9's caps for the query ``(length, quanta)``, or ``None`` where they do
+    not apply (no cap, no internal states, or spent checkpoints that cost no quanta)."""
+    if slack >= _INF // 4 or not internal or (hidden and i == s):
+        return None
+    return length, quanta, (i - s) if hidden and i > s else i
+
+
+def _excess(t, q: int, slack: int, path) -> np.ndarray:
+    """The largest ``C(t, q) - t`` a cell may have and still be exact: ``slack - 1`` (fact 7), or fact 9's
+    ``max(-1, min(E, max(E - t, E - T + t + (Q - q) // d)))`` with ``E = slack - 1``; the cap is one more."""
+    if path is None:
+        return np.full(np.shape(t), slack - 1, np.int64)
+    most = slack - 1
+    length, quanta, d = path
+    t = np.asarray(t, np.int64)
+    return np.maximum(np.minimum(most, np.maximum(most - t, most - length + t + (quanta - q) // d)), -1)
+
+
 def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool,
-                  slack: int = _INF) -> Columns:
+                  slack: int = _INF, query: bool = False) -> Columns:
     """Solve ``N`` (and ``F`` when both options are enabled and ``i >= s``) for ``t <= length``, ``q <= quanta``.
 
     Every cell is capped at ``slack + t`` (fact 7): exact wherever it is below, and the cap elsewhere. A query of
     length ``T`` whose cost is at most ``B`` is answered exactly, decisions included, with ``slack = B + 1 - T``.
+    With ``query``, cells are capped for the query ``(length, quanta)`` alone (fact 9): lower caps, fewer cells,
+    and :meth:`Columns.exact` tells which cells (that query's among them) are exact.
     """
     if hidden and internal and i < s:
         hidden = False  # MSM equals ISM here (module doc)
+    path = _path(length, quanta, s, i, hidden, internal, slack) if query else None
     both = hidden and internal
     n = length + 1
     fixed: list = [None] * (quanta + 1)
@@ -511,9 +570,32 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
     everything = np.arange(n, dtype=np.int64)
     nothing = everything * (everything + 1) // 2
     floor = everything if internal else np.maximum(2 * everything - 1, 0)
-    ceiling = everything + slack
+    ceilings: dict[int, tuple] = {}  # (q - quanta) // d -> (ceiling, its knots), for fact 9
+
+    def ceiling_of(q: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The caps ``C(t) <= ceiling[t]`` of width ``q`` and the lengths where they change slope."""
+        key = 0 if path is None else (quanta - q) // path[2]
+        got = ceilings.get(key)
+        if got is None:
+            ceiling = everything + 1 + _excess(everything, q, slack, path)
+            got = ceilings[key] = (ceiling, None if path is None else Column(ceiling).knots)
+        return got
+
     dense: dict[int, np.ndarray] = {}  # id(column) -> its values, for the columns still to be read
-    seen: dict[tuple, Column] = {}  # fact 5: (table, floor region, ids of the columns read) -> column
+    # fact 5: (table, floor region, ids of the columns read) -> a column that never reached its cap, which any width
+    # reading the same columns may share if it stays below that width's cap too; with the id of the ceiling
+    # added -> a column that did
+    seen: dict[tuple, Column] = {}
+
+    def lookup(key: tuple, ceiling: np.ndarray) -> Column | None:
+        column = seen.get(key)
+        if column is not None and (path is None or bool((values_of(column) < ceiling).all())):
+            return column
+        return None if path is None else seen.get(key + (id(ceiling),))
+
+    def remember(key: tuple, ceiling: np.ndarray, column: Column) -> None:
+        below = path is None or bool((values_of(column) < ceiling).all())
+        seen[key if below else key + (id(ceiling),)] = column
 
     def values_of(column: Column) -> np.ndarray:
         values = dense.get(id(column))
@@ -561,22 +643,24 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
         t0 = max(2, top + 1)
         right_hidden = freeable[q - s] if hidden and q - s >= s else None
         right_internal = fixed[q - i] if internal and q - i >= s else None
+        ceiling, ceiling_knots = ceiling_of(q)
         key = ("N", top, id(right_hidden), id(right_internal))
-        column = seen.get(key)
+        column = lookup(key, ceiling)
         if column is None:
             values = np.zeros(n, np.int64)
             values[: min(length, 1) + 1] = everything[: min(length, 1) + 1]
             values[2: top + 1] = floor[2: top + 1]
             np.minimum(values, ceiling, out=values)
-            made = _solve_column(values, t0, terms_of(right_hidden, right_internal), None, None, nothing, everything,
-                                 ceiling, predicted(q, top))
-            column = seen[key] = stored(Column(values) if made is None else made)
+            made = _solve_column(values, t0, terms_of(right_hidden, right_internal), None, ceiling_knots, nothing,
+                                 everything, ceiling, predicted(q, top))
+            column = stored(Column(values) if made is None else made)
             dense[id(column)] = values
+            remember(key, ceiling, column)
         fixed[q] = column
         if both:
             spent_from = fixed[q - i + s] if q >= i else None
             key = ("F", top, id(right_hidden), id(right_internal), id(column), id(spent_from))
-            free_column = seen.get(key)
+            free_column = lookup(key, ceiling)
             if free_column is None:
                 free_column = column
                 if spent_from is not None and t0 <= length:
@@ -588,12 +672,14 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
                         first = t0 + int(wins[0])
                         free_values = values.copy()
                         free_values[first] = min(spent[first], ceiling[first])
+                        fixed_knots = spent_from.knots + 1
+                        if ceiling_knots is not None:
+                            fixed_knots = np.concatenate([fixed_knots, ceiling_knots])
                         made = _solve_column(free_values, first + 1, terms_of(right_hidden, right_internal), spent,
-                                             spent_from.knots, nothing, everything, ceiling,
-                                             _free_guess(values, spent))
+                                             fixed_knots, nothing, everything, ceiling, _free_guess(values, spent))
                         free_column = stored(Column(free_values) if made is None else made)
                         dense[id(free_column)] = free_values
-                seen[key] = free_column
+                remember(key, ceiling, free_column)
             free[q] = free_column
         # Keep the values (and terms) of the columns that later widths still read, q + 1 - i - s and above: at most
         # 2 (i + s + 1) of them, so sweeping once the dict holds twice that bounds what is kept.
@@ -604,4 +690,4 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
                 del dense[key_id]
             for key in [key for key in terms if key[1] not in live]:
                 del terms[key]
-    return Columns(length, quanta, s, i, hidden, internal, fixed, free, slack)
+    return Columns(length, quanta, s, i, hidden, internal, fixed, free, slack, path)

@@ -70,6 +70,7 @@ _MAX_QUANTA_PER_UNIT = 8
 # A cached table grows at least geometrically (so that growing sequences of queries cost O(log) solves) while
 # the grown table stays below this many cells (of work: tables are stored as knots); larger ones are solved as asked.
 _GROWTH_CELLS = 1 << 26
+_QUERY_LENGTH = 2048  # from this length on, a query gets a table capped for it alone (see _exact_table)
 
 # A decision for the segment (a, b] given q quanta and whether its start is a freeable hidden checkpoint:
 # (what to store, split y).
@@ -141,7 +142,7 @@ def _table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: boo
     key = (s, i, hidden, internal)
     cached = _TABLES.get(key)
     if cached is not None and cached.length >= length and cached.quanta >= quanta:
-        if cached.slack >= slack or (cell is not None and cached.cost(*cell) < cached.slack + cell[0]):
+        if cached.slack >= slack or (cell is not None and cached.exact(*cell)):
             return cached
     if cached is not None:
         old_length, old_quanta = cached.length, cached.quanta
@@ -177,13 +178,23 @@ def _cost_bound(t: int, q: int, s: int, i: int, hidden: bool) -> int:
 
 
 def _exact_table(t: int, q: int, s: int, i: int, hidden: bool) -> Columns:
-    """A table in which cell ``(t, q)`` and every sub-problem of its optimal policy are exact (fact 7 of
+    """A table in which cell ``(t, q)`` and every sub-problem of its optimal policy are exact (facts 7 and 9 of
     :mod:`memjax._dp_kernels`). Costs of about ``2t`` and below are the common case: a table capped there is
-    solved first, and only if the cell reaches the cap a second one, capped at the cost bound."""
+    solved first, and only if the cell reaches the cap a second one, capped at the cost bound.
+
+    Queries of ``_QUERY_LENGTH`` steps or more, unless the cached table already holds the cell, get a table of their
+    own, capped for that query alone (fact 9; 10 to 20% faster to solve at t = 10^4). Shorter ones share the
+    growing cached table, so that sweeps over budgets solve few tables."""
     bound = _cost_bound(t, q, s, i, hidden)
+    cached = _TABLES.get((s, i, hidden, True))
+    if t >= _QUERY_LENGTH and cached is not None and cached.length >= t and cached.quanta >= q and cached.exact(t, q):
+        return cached
     for slack in sorted({min(t + 1, bound + 1 - t), bound + 1 - t}):
-        table = _table(t, q, s, i, hidden, True, slack, cell=(t, q))
-        if table.cost(t, q) < table.slack + t:
+        if t >= _QUERY_LENGTH:
+            table = _solve_table(t, q, s, i, hidden, True, slack, query=True)
+        else:
+            table = _table(t, q, s, i, hidden, True, slack, cell=(t, q))
+        if table.exact(t, q):
             return table
     raise AssertionError(f"cost of ({t}, {q}) above its bound {bound}")  # pragma: no cover
 
@@ -194,7 +205,7 @@ def _full_quanta(t: int, s: int, i: int, internal: bool) -> int:
 
 
 def _solve_table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool,
-                 slack: int = _INF) -> Columns:
+                 slack: int = _INF, query: bool = False) -> Columns:
     """Solve the N / F recurrences (HSM / ISM when one option is disabled) for all ``t <= length``, ``q <= quanta``.
 
     Column by column in ``q`` (:mod:`memjax._dp_kernels`): each cell minimises over the breakpoints of the
@@ -204,7 +215,7 @@ def _solve_table(length: int, quanta: int, s: int, i: int, hidden: bool, interna
     ``C(t, q)`` equals its floor with split 1 once ``q`` holds every state (``_full_quanta``); ties go to nothing,
     then hidden, then internal, then spent, then the smallest split.
     """
-    return solve_columns(length, quanta, s, i, hidden, internal, slack)
+    return solve_columns(length, quanta, s, i, hidden, internal, slack, query)
 
 
 def _quantize(alpha: float) -> tuple[int, int]:

@@ -702,6 +702,24 @@ def test_two_forward_lower_bound_is_reached_without_a_table(kind, alpha):
 
 
 @pytest.mark.slow
+def test_query_table_at_t_10000_gives_the_shared_tables_policy(monkeypatch):
+    """At t = 10^4 (1% of store-all, alpha = 7.5) solve builds a table capped for the query alone (fact 9 of
+    memjax._dp_kernels); its policy must be the one the shared, growing table gives, action for action."""
+    monkeypatch.setattr(_solver, "_TABLES", {})
+    solve.cache_clear()
+    t, s, i, q = 10_000, 2, 15, 1499
+    policy = solve(t, q / s, alpha=7.5)
+    assert _solver._TABLES == {}  # not the shared table
+    table = _solver._table(t, q, s, i, True, True, t + 1)
+    assert table.path is None and table.exact(t, q)
+    shared = Policy("msm", t, q / s, 7.5, table.cost(t, q), s, i, q, functools.partial(_solver._table_decide, table))
+    assert policy.cost == shared.cost
+    for column in ("op", "start", "stop", "offset"):
+        assert np.array_equal(getattr(policy.schedule(), column), getattr(shared.schedule(), column))
+    solve.cache_clear()
+
+
+@pytest.mark.slow
 def test_two_forward_policy_at_t_10000_equals_the_table():
     """Just above the least budget the two-forward policy covers at t = 10^4 (alpha = 7.5: 2087 quanta, 1.39% of
     store-all), solve's answer costs what the exact table gives."""

@@ -244,6 +244,56 @@ def test_costs_grow_by_at_least_one_per_step():
                 assert np.all(np.diff(finite, axis=0) >= 1)
 
 
+def test_costs_grow_by_at_least_two_beyond_the_floor():
+    """Fact 8: with internal states, ``N(t + 1, q) >= N(t, q) + 2`` from the floor length ``full = (q - s) // i +
+    1`` on, and ``F`` likewise from ``full + 1`` (at ``full`` a spent start stores one more step)."""
+    for alpha in (1.0, 7 / 3, 2.5, 7.5):
+        s, i = _quantize(alpha)
+        for hidden in (True, False):
+            want, want_free = reference_solve_table(150, (s + i * 149) // 3, s, i, hidden, True)
+            for q in range(s, want.cost.shape[1]):
+                full = (q - s) // i + 1
+                assert np.all(np.diff(want.cost[full:, q]) >= 2), (alpha, hidden, q)
+                if want_free is not None:
+                    assert np.all(np.diff(want_free.cost[full + 1:, q]) >= 2), (alpha, hidden, q)
+
+
+def _query_caps(length, quanta, s, i, hidden, slack):
+    """Fact 9's caps for the query ``(length, quanta)``, written out independently of ``memjax._dp_kernels``."""
+    most = slack - 1
+    per = (i - s) if hidden and i > s else i
+    t = np.arange(length + 1)[:, None]
+    q = np.arange(quanta + 1)[None, :]
+    excess = np.maximum(np.minimum(most, np.maximum(most - t, most - length + t + (quanta - q) // per)), -1)
+    return t + excess + 1
+
+
+@pytest.mark.parametrize("alpha,hidden", [(2.5, True), (7 / 3, True), (7.5, True), (2.5, False), (7.5, False),
+                                          (0.5, False)])
+def test_query_tables_are_exact_below_their_caps(alpha, hidden):
+    """Fact 9: a table capped for one query holds ``min(C(t, q), cap(t, q))`` in every cell of N and F, the exact
+    decision wherever it is below the cap, and the query's cell is exact whenever its cost is below ``slack + t``."""
+    s, i = _quantize(alpha)
+    length, quanta = 160, (s + i * 159) // 10
+    want, want_free = reference_solve_table(length, quanta, s, i, hidden, True)
+    for slack in (3, 40, 161, 400):
+        got_table = _solver._solve_table(length, quanta, s, i, hidden, True, slack, query=True)
+        assert got_table.path is not None
+        fixed, free = got_table.dense()
+        cap = _query_caps(length, quanta, s, i, hidden and i > s, slack)
+        for g, w in ((Table(*fixed), want), (Table(*free), want_free)) if free is not None else ((Table(*fixed), want),):
+            np.testing.assert_array_equal(g.cost[:, s:], np.minimum(w.cost, cap)[:, s:])
+            below = w.cost < cap
+            below[:2] = False
+            below[:, :s] = False
+            np.testing.assert_array_equal(g.code[below], w.code[below])
+            np.testing.assert_array_equal(g.split[below], w.split[below])
+        exact = want.cost[length, quanta] < slack + length
+        assert got_table.exact(length, quanta) == exact
+        capped = np.minimum(want.cost, cap)
+        assert np.count_nonzero(capped[:, s:] < np.minimum(want.cost, slack + np.arange(length + 1)[:, None])[:, s:])
+
+
 @pytest.mark.parametrize("alpha", (1.0, 2.0, 7 / 3, 7.5))
 def test_cost_bound_is_an_upper_bound(alpha):
     """The binomial bound used to cap tables (``_solver._cost_bound``) is never below the optimum."""
