@@ -6,7 +6,11 @@ Budgets are fractions of store-all memory, ``1 + (t - 1) * alpha`` units. Every 
 ``msm`` and ``ism`` are kept as the knots of their piecewise-linear columns; what limits long sequences is time,
 spent mostly on the columns of small budgets (many knots, many candidate splits).
 
+``--sweep K`` adds a column with the slowest of ``K`` budgets spaced geometrically from 0.1% to 100% of store-all
+(for lengths up to 10^4), to back a claim about any budget.
+
     python benchmarks/solver_speed.py [--alpha 7.5] [--cap 60] [--lengths 100 1000 10000] [--with-1e5] [--rss]
+                                      [--sweep 16]
 """
 
 from __future__ import annotations
@@ -37,6 +41,18 @@ def run_case(length: int, memory: float, alpha: float, kind: str, cap: float, rs
     return f"{float(seconds):.3g} s" + (f" ({int(kilobytes) / 2**20:.2g} GiB)" if rss else "")
 
 
+def slowest(length: int, store_all: float, fractions, alpha: float, kind: str, cap: float) -> str:
+    """The slowest solve over budgets at these fractions of store-all, as ``"<time> (at <fraction>)"``."""
+    worst, at = -1.0, None
+    for fraction in fractions:
+        cell = run_case(length, max(fraction * store_all, 2.0 + alpha), alpha, kind, cap)
+        if cell.startswith(">"):
+            return f"{cell} (at {fraction:.2%})"
+        if cell.endswith(" s") and float(cell.split()[0]) > worst:
+            worst, at = float(cell.split()[0]), fraction
+    return "below least memory" if at is None else f"{worst:.3g} s (at {at:.2%})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alpha", type=float, default=7.5)
@@ -46,12 +62,18 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["msm", "hsm", "ism", "chen"])
     parser.add_argument("--rss", action="store_true", help="also report each case's peak resident memory")
     parser.add_argument("--no-1e6", action="store_true", help="skip the closing t = 10^6 HSM case")
+    parser.add_argument("--sweep", type=int, default=0, metavar="K",
+                        help="also the slowest of K budgets from 0.1%% to 100%% of store-all (t <= 10^4)")
     args = parser.parse_args()
     lengths = args.lengths + ([100_000] if args.with_1e5 else [])
     fractions = (0.01, 0.05, 0.20)
+    sweep = [0.001 * 1000 ** (k / (args.sweep - 1)) for k in range(args.sweep)] if args.sweep > 1 else []
+    headers = [f"{f:.0%} of store-all" for f in fractions]
+    if sweep:
+        headers.append(f"slowest of {len(sweep)} budgets, 0.1% to 100%")
     print(f"alpha = {args.alpha:g}, cap {args.cap:g} s per case\n")
-    print("| t | kind | " + " | ".join(f"{f:.0%} of store-all" for f in fractions) + " |")
-    print("|---|---|" + "---|" * len(fractions))
+    print("| t | kind | " + " | ".join(headers) + " |")
+    print("|---|---|" + "---|" * len(headers))
     for length in lengths:
         store_all = 1 + (length - 1) * args.alpha
         for kind in args.kinds:
@@ -59,6 +81,10 @@ def main() -> None:
             for fraction in fractions:
                 memory = max(fraction * store_all, 2.0 + args.alpha)
                 cells.append(run_case(length, memory, args.alpha, kind, args.cap, args.rss))
+            if sweep and length <= 10_000:
+                cells.append(slowest(length, store_all, sweep, args.alpha, kind, args.cap))
+            elif sweep:
+                cells.append("")
             print(f"| {length:,} | {kind} | " + " | ".join(cells) + " |", flush=True)
     if args.no_1e6:
         return

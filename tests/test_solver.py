@@ -778,9 +778,9 @@ def test_solve_is_cached_and_tables_are_reused(monkeypatch):
     assert first.schedule() is first.schedule()
 
     table = _solver._TABLES[(4, 19, True, True)]
-    # cells capped at the cost bound (fact 7 of memjax._dp_kernels): here Chen's forwards, below 2t + 1
-    chen = solve(40, 30.0, alpha=alpha, kind="chen").cost
-    assert chen < 2 * 40 and table.slack == chen + 1 - 40
+    # cells capped one above the cost bound (fact 7 of memjax._dp_kernels), here below Chen's forwards and 2t
+    bound = _solver._cost_bound(40, 120, 4, 19, True)
+    assert bound <= solve(40, 30.0, alpha=alpha, kind="chen").cost < 2 * 40 and table.slack == bound + 1 - 40
     solve.cache_clear()
     again = solve(40, 30.0, alpha=alpha)  # a new Policy, solved from the cached table
     assert again is not first and again == first and again.cost == first.cost

@@ -296,7 +296,8 @@ def test_query_tables_are_exact_below_their_caps(alpha, hidden):
 
 @pytest.mark.parametrize("alpha", (1.0, 2.0, 7 / 3, 7.5))
 def test_cost_bound_is_an_upper_bound(alpha):
-    """The binomial bound used to cap tables (``_solver._cost_bound``) is never below the optimum."""
+    """The bound used to cap tables (``_solver._cost_bound``: binomial, Chen's and the chain of checkpoints) is never
+    below the optimum."""
     s, i = _quantize(alpha)
     length, quanta = 200, (s + i * 199) // 3
     for hidden in (True, False):
@@ -304,3 +305,5 @@ def test_cost_bound_is_an_upper_bound(alpha):
         for t in range(1, length + 1, 7):
             for q in range(s, quanta + 1, 3):
                 assert want.cost[t, q] <= _solver._cost_bound(t, q, s, i, hidden), (t, q, hidden)
+                if hidden and q >= 2 * s:
+                    assert want.cost[t, q] <= _solver._chain_cost(t, q, s, i), (t, q)
