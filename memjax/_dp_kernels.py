@@ -98,8 +98,9 @@ its capped value is exact; and a split that reads a capped cell evaluates to at 
 is at least ``K`` plus its length, the rest at least its length). So the capped recurrence gives
 ``min(C(t, q), K + t)`` everywhere, with the exact decision wherever ``C < K + t``, and a column can stop at the
 first cell that reaches its cap (``C(t) - t`` never decreases). Every sub-problem of an optimal policy for a query
-``(T, Q)`` with ``C(T, Q) <= B`` is below the cap ``K = B + 1 - T``. ``B`` is first ``2T`` (the common case), then a
-binomial bound (``_solver._cost_bound``); a capped table answers only queries whose cell is below its cap.
+``(T, Q)`` with ``C(T, Q) <= B`` is below the cap ``K = B + 1 - T``. ``B`` is an upper bound on the cost
+(``_solver._cost_bound``: binomial checkpointing, Chen's segments, a chain of checkpoints), or ``2T`` first for the
+table that queries share; a capped table answers only queries whose cell is below its cap.
 
 **8. Two forwards per extra step (proof by induction on ``q``, then ``t``).** With internal states and ``M = (q -
 s) // i``, ``N(t + 1, q) >= N(t, q) + 2`` for ``t >= M + 1`` (the floor's end) and ``F(t + 1, q) >= F(t, q) + 2``
@@ -570,7 +571,7 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
     everything = np.arange(n, dtype=np.int64)
     nothing = everything * (everything + 1) // 2
     floor = everything if internal else np.maximum(2 * everything - 1, 0)
-    ceilings: dict[int, tuple] = {}  # (q - quanta) // d -> (ceiling, its knots), for fact 9
+    ceilings: dict[int, tuple] = {}  # (quanta - q) // d -> (ceiling, its knots): fact 9's caps change every d
 
     def ceiling_of(q: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The caps ``C(t) <= ceiling[t]`` of width ``q`` and the lengths where they change slope."""

@@ -215,8 +215,8 @@ def _exact_table(t: int, q: int, s: int, i: int, hidden: bool) -> Columns:
     growing cached table, so that sweeps over budgets solve few tables; it is capped at ``2t`` first (the common
     case, which later queries reuse), and only if the cell reaches that at the bound."""
     bound = _cost_bound(t, q, s, i, hidden)
-    cached = _TABLES.get((s, i, hidden, True))
     if t >= _QUERY_LENGTH:
+        cached = _TABLES.get((s, i, hidden, True))
         if cached is not None and cached.length >= t and cached.quanta >= q and cached.exact(t, q):
             return cached
         return _solve_table(t, q, s, i, hidden, True, bound + 1 - t, query=True)
