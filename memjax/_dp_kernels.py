@@ -148,6 +148,7 @@ _NOTHING, _HIDDEN, _INTERNAL, _SPENT = 0, 1, 2, 3  # decision codes, shared with
 _FIRST_RUN = 256  # first dense run; 64 and 128 were measured 4-7% slower at t = 10^4
 _MAX_RUN = 1 << 14  # of a dense run; sparse ones grow without bound
 _MAX_CELLS = 1 << 22  # candidate values evaluated at once by a dense run (32 MiB)
+_NARROW = 1 << 30  # below this, a sum of two values fits in int32
 
 
 class Column:
@@ -224,13 +225,20 @@ class Column:
 class _Term:
     """One split term ``y + L(y - offset) + R(t - y)`` of the column being solved, ``R`` a known column."""
 
-    __slots__ = ("offset", "excess", "column", "rise", "step")
+    __slots__ = ("offset", "excess", "column", "rise", "step", "_narrow")
 
     def __init__(self, offset: int, column: Column, dense: np.ndarray):
         self.offset, self.column = offset, column
         self.excess = dense - np.arange(dense.shape[0])  # R(k) - k
         z = column.convex  # z in BP+(R): r(z + 1) > r(z)
         self.rise, self.step = column.increment(z + 1), column.increment(z)
+        self._narrow = None
+
+    def narrow(self) -> np.ndarray:
+        """``excess`` as int32, for tables whose caps are below ``_NARROW`` (then so is every value)."""
+        if self._narrow is None:
+            self._narrow = np.minimum(self.excess, _NARROW).astype(np.int32)
+        return self._narrow
 
 
 def _candidates(prefix: Column, t0, t1, terms, length):
@@ -275,9 +283,15 @@ def _values(column, points, terms, chosen, spent, ceiling):
     """
     blocks = []
     lengths = points[:, None]
-    first = int(points[0])
+    first, last = int(points[0]), int(points[-1])
+    # int32 halves the memory traffic, which bounds this function; all values stay below the table's largest cap
+    # (ceiling[-1]); copying the column read (up to the last length) must cost no more than the values made
+    width = 2 + sum(own.shape[0] + right.shape[0] for own, right in chosen)
+    narrow = int(ceiling[-1]) < _NARROW and points.shape[0] * width >= last
+    if narrow:  # a guess above every cap is wrong where it stands, and nothing after it is kept: clip it
+        column = np.minimum(column[: last + 1], _NARROW).astype(np.int32)
     for term, (own, right_candidates) in zip(terms, chosen):
-        offset, excess = term.offset, term.excess
+        offset, excess = term.offset, (term.narrow() if narrow else term.excess)
         ys = own + offset
         inside = ys < first  # y < t at every length: one row of own values serves every length
         for y in (ys[inside], np.minimum(ys[~inside], lengths - 1)):
@@ -297,9 +311,10 @@ def _values(column, points, terms, chosen, spent, ceiling):
             values = column[y - offset]
             values += excess[lengths - y]
             blocks.append(values)
+    kind = np.int32 if narrow else np.int64
     if spent is not None:
-        blocks.append((spent[points] - points)[:, None])
-    blocks.append((ceiling[points] - points)[:, None])
+        blocks.append((spent[points] - points).astype(kind)[:, None])
+    blocks.append((ceiling[points] - points).astype(kind)[:, None])
     return np.concatenate(blocks, axis=1)
 
 
