@@ -279,43 +279,49 @@ def _values(column, points, terms, chosen, spent, ceiling):
     Subtracting ``t`` leaves one gather and one addition per candidate and length: ``y + L(y - o) + R(t - y) - t``
     is ``L(y - o) + R~(t - y)`` with ``R~(k) = R(k) - k`` for an own breakpoint ``y``, and ``L(t - z - o) + R~(z)``
     for ``y = t - z``. Candidates outside ``1 <= y < t`` at some length are clipped into it there (a clipped
-    candidate is an end, which is a candidate anyway).
+    candidate is an end, which is a candidate anyway). For consecutive lengths (dense runs) a candidate that is
+    never clipped reads a contiguous slice, taken from a sliding window instead of gathered element by element.
     """
-    blocks = []
     lengths = points[:, None]
-    first, last = int(points[0]), int(points[-1])
+    first, last, rows = int(points[0]), int(points[-1]), points.shape[0]
     # int32 halves the memory traffic, which bounds this function; all values stay below the table's largest cap
     # (ceiling[-1]); copying the column read (up to the last length) must cost no more than the values made
     width = 2 + sum(own.shape[0] + right.shape[0] for own, right in chosen)
-    narrow = int(ceiling[-1]) < _NARROW and points.shape[0] * width >= last
+    narrow = int(ceiling[-1]) < _NARROW and rows * width >= last
     if narrow:  # a guess above every cap is wrong where it stands, and nothing after it is kept: clip it
         column = np.minimum(column[: last + 1], _NARROW).astype(np.int32)
+    consecutive = rows > 1 and last - first + 1 == rows
+    window = np.lib.stride_tricks.sliding_window_view
+    blocks = []  # each (candidates, lengths)
     for term, (own, right_candidates) in zip(terms, chosen):
         offset, excess = term.offset, (term.narrow() if narrow else term.excess)
         ys = own + offset
-        inside = ys < first  # y < t at every length: one row of own values serves every length
-        for y in (ys[inside], np.minimum(ys[~inside], lengths - 1)):
-            if y.size:
-                values = excess[lengths - y]
-                values += column[y - offset]
-                blocks.append(values)
+        inside = ys < first  # y < t at every length
+        y = ys[inside]
+        if y.size:
+            if consecutive:
+                blocks.append(window(excess, rows)[first - y] + column[y - offset][:, None])
+            else:
+                blocks.append((excess[lengths - y] + column[y - offset]).T)
+        y = np.minimum(ys[~inside], lengths - 1)
+        if y.size:
+            blocks.append((excess[lengths - y] + column[y - offset]).T)
         inside = right_candidates < first  # 1 <= y = t - z at every length
         z = right_candidates[inside]
         if z.size:
-            values = column[lengths - (z + offset)]
-            values += excess[z]
-            blocks.append(values)
+            if consecutive:
+                blocks.append(window(column, rows)[first - (z + offset)] + excess[z][:, None])
+            else:
+                blocks.append((column[lengths - (z + offset)] + excess[z]).T)
         z = right_candidates[~inside]
         if z.size:
             y = np.maximum(lengths - z, 1)
-            values = column[y - offset]
-            values += excess[lengths - y]
-            blocks.append(values)
+            blocks.append((column[y - offset] + excess[lengths - y]).T)
     kind = np.int32 if narrow else np.int64
     if spent is not None:
-        blocks.append((spent[points] - points).astype(kind)[:, None])
-    blocks.append((ceiling[points] - points).astype(kind)[:, None])
-    return np.concatenate(blocks, axis=1)
+        blocks.append((spent[points] - points).astype(kind)[None, :])
+    blocks.append((ceiling[points] - points).astype(kind)[None, :])
+    return np.concatenate(blocks, axis=0).T
 
 
 def _shifted(knots, shifts, low, high, limit):
