@@ -701,11 +701,52 @@ def test_two_forward_lower_bound_is_reached_without_a_table(kind, alpha):
         assert policy.peak_memory <= policy.memory
 
 
+def test_long_queries_get_a_table_of_their_own_with_the_shared_tables_policy(monkeypatch):
+    """From _QUERY_LENGTH steps on, solve builds a table capped for the query (fact 9 of memjax._dp_kernels): its
+    policy is the shared table's, action for action, and asking again (the lru cache emptied) solves nothing."""
+    calls = []
+    original = _solver._solve_table
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("query", False))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_solver, "_solve_table", counting)
+    monkeypatch.setattr(_solver, "_QUERY_LENGTH", 50)
+    for alpha, memory in ((7.5, 12.0), (2.5, 5.5), (7 / 3, 9.0)):
+        monkeypatch.setattr(_solver, "_TABLES", {})
+        monkeypatch.setattr(_solver, "_QUERY_TABLES", {})
+        solve.cache_clear()
+        calls.clear()
+        s, i = _solver._quantize(alpha)
+        t, q = 90, math.floor(memory * s)
+        assert t > _solver._two_forward_length((q - s) // i)  # a table is needed
+        policy = solve(t, memory, alpha=alpha)
+        assert calls == [True] and _solver._TABLES == {}
+        table = _solver._QUERY_TABLES[(s, i, True, True)]
+        assert table.path is not None and table.exact(t, q)
+        shared = _solver._table(t, q, s, i, True, True, _solver._INF)
+        assert shared.path is None and policy.cost == shared.cost(t, q)
+        from_shared = Policy("msm", t, memory, alpha, shared.cost(t, q), s, i, q,
+                             functools.partial(_solver._table_decide, shared))
+        for column in ("op", "start", "stop", "offset"):
+            assert np.array_equal(getattr(policy.schedule(), column), getattr(from_shared.schedule(), column))
+        assert simulate(policy.schedule(), budget_quanta=q).forward_count == policy.cost
+        solve.cache_clear()
+        calls.clear()
+        assert solve(t, memory, alpha=alpha).cost == policy.cost and calls == []  # the shared table holds it now
+        _solver._TABLES.clear()
+        solve.cache_clear()
+        assert solve(t, memory, alpha=alpha).cost == policy.cost and calls == []  # and so does the query table
+    solve.cache_clear()
+
+
 @pytest.mark.slow
 def test_query_table_at_t_10000_gives_the_shared_tables_policy(monkeypatch):
     """At t = 10^4 (1% of store-all, alpha = 7.5) solve builds a table capped for the query alone (fact 9 of
     memjax._dp_kernels); its policy must be the one the shared, growing table gives, action for action."""
     monkeypatch.setattr(_solver, "_TABLES", {})
+    monkeypatch.setattr(_solver, "_QUERY_TABLES", {})
     solve.cache_clear()
     t, s, i, q = 10_000, 2, 15, 1499
     policy = solve(t, q / s, alpha=7.5)
