@@ -272,6 +272,11 @@ def _candidates(prefix: Column, t0, t1, terms, length):
     return chosen
 
 
+def _width(chosen) -> int:
+    """The candidates per length of :func:`_values`: the pruned ones of every term, the spent option, the cap."""
+    return 2 + sum(own.shape[0] + right.shape[0] for own, right in chosen)
+
+
 def _values(column, points, terms, chosen, spent, ceiling):
     """The value *minus the length* of every candidate (columns) at every length of ``points`` (rows, ascending),
     from the guessed column; the ceiling of fact 7 is one more candidate.
@@ -286,8 +291,7 @@ def _values(column, points, terms, chosen, spent, ceiling):
     first, last, rows = int(points[0]), int(points[-1]), points.shape[0]
     # int32 halves the memory traffic, which bounds this function; all values stay below the table's largest cap
     # (ceiling[-1]); copying the column read (up to the last length) must cost no more than the values made
-    width = 2 + sum(own.shape[0] + right.shape[0] for own, right in chosen)
-    narrow = int(ceiling[-1]) < _NARROW and rows * width >= last
+    narrow = int(ceiling[-1]) < _NARROW and rows * _width(chosen) >= last
     if narrow:  # a guess above every cap is wrong where it stands, and nothing after it is kept: clip it
         column = np.minimum(column[: last + 1], _NARROW).astype(np.int32)
     consecutive = rows > 1 and last - first + 1 == rows
@@ -410,9 +414,9 @@ def _solve_column(column, t0, terms, spent, fixed_knots, nothing, everything, ce
         chosen = _candidates(prefix, t0, t1, terms, length)
         points = _events(prefix, t0, t1, terms, chosen, fixed_knots) if sparse and t1 - t0 >= 8 else None
         if points is None:  # dense: every length of a shorter run, of at most _MAX_CELLS candidate values
-            width = 2 + sum(own.shape[0] + right.shape[0] for own, right in chosen)
-            if t1 > t0 + min(dense_run, max(8, _MAX_CELLS // width)):
-                t1 = t0 + min(dense_run, max(8, _MAX_CELLS // width))
+            most = min(dense_run, max(8, _MAX_CELLS // _width(chosen)))
+            if t1 > t0 + most:
+                t1 = t0 + most
                 chosen = _candidates(Column(column[:t1]), t0, t1, terms, length)
             best = _values(column, everything[t0:t1], terms, chosen, spent, ceiling).min(axis=1) + everything[t0:t1]
             wrong = np.flatnonzero(best != column[t0:t1])
@@ -609,15 +613,17 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
     # added -> a column that did
     seen: dict[tuple, Column] = {}
 
+    def below(column: Column, ceiling: np.ndarray) -> bool:
+        return path is None or bool((values_of(column) < ceiling).all())
+
     def lookup(key: tuple, ceiling: np.ndarray) -> Column | None:
         column = seen.get(key)
-        if column is not None and (path is None or bool((values_of(column) < ceiling).all())):
+        if column is not None and below(column, ceiling):
             return column
         return None if path is None else seen.get(key + (id(ceiling),))
 
     def remember(key: tuple, ceiling: np.ndarray, column: Column) -> None:
-        below = path is None or bool((values_of(column) < ceiling).all())
-        seen[key if below else key + (id(ceiling),)] = column
+        seen[key if below(column, ceiling) else key + (id(ceiling),)] = column
 
     def values_of(column: Column) -> np.ndarray:
         values = dense.get(id(column))

@@ -60,7 +60,7 @@ class StepSizes:
     @property
     def stored(self) -> tuple:
         """For each residual leaf, whether it is stored per step (it varies and is not a leaf of ``x``)."""
-        return tuple(v and j < 0 for v, j in zip(self.varies, self.from_x))
+        return _stored(self.varies, self.from_x)
 
     @property
     def variant_avals(self) -> list:
@@ -71,6 +71,10 @@ class StepSizes:
     def alpha(self) -> float:
         """Size of an internal state in units of one hidden state (the paper's alpha)."""
         return self.internal_bytes / max(self.carry_bytes, 1)
+
+
+def _stored(varies, from_x) -> tuple:
+    return tuple(v and j < 0 for v, j in zip(varies, from_x))
 
 
 def measure_step(step: Callable, consts, carry, x) -> StepSizes:
@@ -89,7 +93,7 @@ def measure_step(step: Callable, consts, carry, x) -> StepSizes:
     leaves, tree = jax.tree_util.tree_flatten(pullback)
     varies, from_x = _depends_on_inputs(
         lambda c, h, z: jax.tree_util.tree_leaves(residuals(c, h, z)), consts, carry, x)
-    per_step = [leaf for leaf, v, j in zip(leaves, varies, from_x) if v and j < 0]  # as StepSizes.stored
+    per_step = [leaf for leaf, keep in zip(leaves, _stored(varies, from_x)) if keep]
     invariant = [leaf for leaf, v in zip(leaves, varies) if not v]
     carry_avals = tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in jax.tree_util.tree_leaves(carry))
     return StepSizes(tree_bytes(carry), tree_bytes(per_step), tree_bytes(invariant), carry_avals, tree,

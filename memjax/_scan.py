@@ -445,6 +445,10 @@ class _Runner:
         (new, y), pullback = jax.vjp(self._step, consts, carry, x)
         return new, y, jax.tree_util.tree_leaves(pullback)
 
+    def _internal_item(self, leaves, new):
+        """What a stored internal state holds: the residual leaves stored per step, then the carry after it."""
+        return [leaf for leaf, keep in zip(leaves, self.stored) if keep] + jax.tree_util.tree_leaves(new)
+
     def _pullback(self, leaves):
         return jax.tree_util.tree_unflatten(self.plan.sizes.pullback_tree, leaves)
 
@@ -475,8 +479,7 @@ class _Runner:
 
             def saving(pools):
                 new, y, leaves = self._vjp(consts, carry, x)
-                item = [leaf for leaf, keep in zip(leaves, self.stored) if keep] + jax.tree_util.tree_leaves(new)
-                return new, y, layout.internal.store(pools, item, save_internal)
+                return new, y, layout.internal.store(pools, self._internal_item(leaves, new), save_internal)
 
             new, y, pools = jax.lax.cond(save_internal >= 0, saving, plain, pools)
             ys = jax.tree_util.tree_map(
@@ -552,8 +555,7 @@ class _Runner:
             def save_internal(operand):
                 register, pools = operand
                 new, _, leaves = self._vjp(consts, register, self._x(xs, a + 1))
-                item = [leaf for leaf, keep in zip(leaves, self.stored) if keep] + jax.tree_util.tree_leaves(new)
-                return new, layout.internal.store(pools, item, offset)
+                return new, layout.internal.store(pools, self._internal_item(leaves, new), offset)
 
             register, pools = _when(op == Op.SAVE_INTERNAL, save_internal, (register, pools))
             cotangent_state = _when(op == Op.BACKWARD, lambda cs: back(

@@ -213,17 +213,18 @@ def _exact_table(t: int, q: int, s: int, i: int, hidden: bool) -> Columns:
 
     Queries of ``_QUERY_LENGTH`` steps or more, unless the shared or the last such table already holds the cell
     exactly, get a table of their own, capped for that query alone (fact 9; 10 to 20% faster to solve at t = 10^4),
-    kept until the next one. Shorter ones share the
-    growing cached table, so that sweeps over budgets solve few tables; it is capped at ``2t`` first (the common
-    case, which later queries reuse), and only if the cell reaches that at the bound."""
-    bound = _cost_bound(t, q, s, i, hidden)
+    kept until the next one. Shorter ones share the growing cached table, so that sweeps over budgets solve few
+    tables; it is capped at ``2t`` first (the common case, which later queries reuse), and only if the cell reaches
+    that at the bound."""
     if t >= _QUERY_LENGTH:
         key = (s, i, hidden, True)
         for cached in (_TABLES.get(key), _QUERY_TABLES.get(key)):
             if cached is not None and cached.length >= t and cached.quanta >= q and cached.exact(t, q):
                 return cached
-        table = _QUERY_TABLES[key] = _solve_table(t, q, s, i, hidden, True, bound + 1 - t, query=True)
-        return table
+        slack = _cost_bound(t, q, s, i, hidden) + 1 - t
+        _QUERY_TABLES[key] = _solve_table(t, q, s, i, hidden, True, slack, query=True)
+        return _QUERY_TABLES[key]
+    bound = _cost_bound(t, q, s, i, hidden)
     for slack in sorted({min(t + 1, bound + 1 - t), bound + 1 - t}):
         table = _table(t, q, s, i, hidden, True, slack, cell=(t, q))
         if table.exact(t, q):
