@@ -277,16 +277,17 @@ def peer_table(results: list[common.Result], fewest: dict[str, float] | None = N
     for peer in results:
         if peer.name.startswith("memjax") or not peer.times:
             continue
-        counts = ["—" if peer.forwards is None else f"{peer.forwards:.3g}",
-                  f"{fewest[peer.name]:.3g}" if peer.name in fewest else "—"]
+        row = [peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}",
+               "—" if peer.forwards is None else f"{peer.forwards:.3g}",
+               f"{fewest[peer.name]:.3g}" if peer.name in fewest else "—"]
         mine = [r for r in results if r.name.startswith("memjax") and r.times and r.temp_bytes is not None
                 and r.temp_bytes <= peer.temp_bytes]
         if not mine:
-            rows.append([peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}", *counts, "—", "—", "—", "—"])
+            rows.append(row + ["—"] * 4)
             continue
         best = min(mine, key=lambda r: r.median_s)
-        rows.append([peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}", *counts, best.name,
-                     f"{best.temp_mib:.1f}", f"{best.median_s:.3f}", f"{best.median_s / peer.median_s:.2f}"])
+        rows.append(row + [best.name, f"{best.temp_mib:.1f}", f"{best.median_s:.3f}",
+                           f"{best.median_s / peer.median_s:.2f}"])
     return common.markdown_table(["peer", "peer MiB", "peer s", "peer fwd/step", "fewest fwd/step at its memory",
                                   "fastest memjax at <= its memory", "memjax MiB", "memjax s", "memjax / peer time"],
                                  rows, "lrrrrlrrr")
