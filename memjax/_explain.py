@@ -9,7 +9,7 @@ import numpy as np
 
 from memjax._budget import format_bytes
 from memjax._measure import tree_bytes
-from memjax._scan import ScanPlan, _prepare
+from memjax._scan import ScanPlan, prepare
 
 __all__ = ["Explanation", "explain"]
 
@@ -54,7 +54,9 @@ class Explanation:
             ("internal state", f"{format_bytes(self.internal_bytes)}  (alpha = {self.alpha:.3g})"),
             ("invariant residuals", f"{format_bytes(self.invariant_bytes)}  (stored once)"),
             ("policy", kind),
-            ("budget", format_bytes(self.budget_bytes)),
+            ("budget", format_bytes(self.budget_bytes) + (
+                "  (raised to the least this kind needs: the relative budget asked for less)"
+                if plan.raised_to_least else "")),
             ("stored at peak", f"{format_bytes(self.stored_bytes)}  "
                                f"({self.stored_bytes / max(self.store_all_bytes, 1):.1%} of store_all)"),
             ("working set", format_bytes(self.working_bytes)),
@@ -85,7 +87,7 @@ def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", ch
     Returns:
       An :class:`Explanation` (its ``str`` is the printed table).
     """
-    plan, _, consts = _prepare(f, init, xs, length, memory, kind, checkpoint_policy)
+    plan, _, consts, _, _ = prepare(f, init, xs, length, memory, kind, checkpoint_policy)
     sizes = plan.sizes
     xs_bytes = tree_bytes(xs)
     step_bytes = sizes.residual_bytes + sizes.invariant_bytes

@@ -366,7 +366,8 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
     if q < round(least * s):
         raise ValueError(
             f"memory={m:g} units is below the least that kind={kind!r} needs for length={t} "
-            f"(alpha={alpha:g}): {least:g} units. Raise memory to at least {least:g}, or use kind='msm'.")
+            f"(alpha={alpha:g}): {least:g} units. Raise memory to at least {least:g}"
+            + (", or use kind='msm'." if kind != "msm" else "."))
 
     if kind == "recompute":
         return Policy(kind, t, m, alpha, t * (t + 1) // 2, s, i, q, _recompute_decider)

@@ -56,8 +56,8 @@ def assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
 
 
 def uses_memjax(fn, *args) -> bool:
-    """Whether ``fn(*args)`` runs a memjax custom VJP (rather than falling back to the framework's scan)."""
-    return "custom_vjp_call" in str(jax.make_jaxpr(fn)(*args))
+    """Whether ``fn(*args)`` runs memjax's scan primitive (rather than falling back to the framework's scan)."""
+    return "ScanPrimitive" in str(jax.make_jaxpr(fn)(*args))
 
 
 @pytest.fixture(scope="module")

@@ -417,7 +417,7 @@ def test_hlo_size_does_not_grow_with_length_msm():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Transformations: jit, vmap, forward-over-reverse; forward mode and reverse-over-reverse refuse
+# Transformations: jit, vmap, forward mode, linearize, second order in every combination
 # ------------------------------------------------------------------------------------------------------------------
 
 
@@ -461,19 +461,47 @@ def test_hessian_vector_product_forward_over_reverse():
     assert_trees_close(hvp(memjax.scan, memory=0.3), hvp(lax_scan), what="(grad, hvp)")
 
 
-def test_jvp_of_scan_raises_type_error_pointing_to_forward_over_reverse():
-    with pytest.raises(TypeError) as info:
-        jax.jvp(lambda init: memjax.scan(lstm_f(), init, XS, memory=0.3)[0], (INIT,), (INIT,))
-    message = str(info.value)
-    assert "forward-over-reverse" in message or "jax.jvp of jax.grad" in message, message
+@pytest.mark.parametrize("kind", ["msm", "hsm"])
+def test_forward_mode_matches_lax_scan(kind):
+    v = jax.tree_util.tree_map(lambda a: jnp.cos(3 * a), P)
+
+    def forward(scan_fn, **kw):
+        loss = lambda p: _loss(scan_fn, p, INIT, XS, **kw)  # noqa: E731
+        value, tangent = jax.jit(lambda p, v: jax.jvp(loss, (p,), (v,)))(P, v)
+        _, linear = jax.linearize(loss, P)
+        return jax.device_get((value, tangent, linear(v)))
+
+    assert_trees_close(forward(memjax.scan, memory=0.3, kind=kind), forward(lax_scan), what="(value, jvp, linearize)")
 
 
-def test_reverse_over_reverse_raises():
-    def grad_norm(p):
-        return scalar_of(jax.grad(lambda q: _loss(memjax.scan, q, INIT, XS, memory=0.3, kind="msm"))(p))
+@pytest.mark.parametrize("kind", ["msm", "hsm"])
+def test_reverse_over_reverse_matches_lax_scan(kind):
+    def grad_norm(scan_fn, **kw):
+        grad = jax.grad(lambda q: _loss(scan_fn, q, INIT, XS, **kw))
+        return lambda p: sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grad(p)))
 
-    with pytest.raises(Exception):
-        jax.jit(jax.grad(grad_norm))(P)
+    ours = jax.device_get(jax.jit(jax.grad(grad_norm(memjax.scan, memory=0.3, kind=kind)))(P))
+    assert_trees_close(ours, jax.device_get(jax.jit(jax.grad(grad_norm(lax_scan)))(P)), rtol=1e-4,
+                       what="grad of the squared gradient norm")
+
+
+@pytest.mark.parametrize("kind,memory", [("msm", None), ("msm", 0.2), ("hsm", 0.2)])
+def test_hessian_of_a_small_rnn_equals_lax_scans_in_float64(kind, memory):
+    with jax.enable_x64(True):
+        w = jnp.array([[0.5, -0.3, 0.1], [0.2, 0.9, -0.4], [0.3, 0.1, 0.7]])
+        xs = jnp.sin(jnp.arange(36.0).reshape(12, 3))
+
+        def loss(scan_fn, w, **kw):
+            def step(h, x):
+                h = jnp.tanh(h @ w + x)
+                return h, jnp.sum(h ** 3)
+            h, ys = scan_fn(step, jnp.full(3, 0.1), xs, **kw)
+            return jnp.sum(ys) + jnp.sum(h ** 2)
+
+        ours = jax.hessian(lambda w: loss(memjax.scan, w, memory=memory, kind=kind))(w)
+        reference = jax.hessian(lambda w: loss(lax_scan, w))(w)
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-10, atol=1e-10)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -291,9 +291,12 @@ def test_unknown_kind(kind):
 
 
 def test_xs_leaves_with_different_leading_sizes():
-    with pytest.raises(ValueError, match="xs") as info:
-        memjax.scan(lambda c, x: (c, None), jnp.zeros(2), (jnp.zeros((5, 2)), jnp.zeros((6, 2))))
-    assert "5" in str(info.value) and "6" in str(info.value)
+    args = (lambda c, x: (c, None), jnp.zeros(2), (jnp.zeros((5, 2)), jnp.zeros((6, 2))))
+    with pytest.raises(ValueError) as expected:
+        jax.lax.scan(*args)
+    with pytest.raises(ValueError) as info:
+        memjax.scan(*args)
+    assert str(expected.value).splitlines()[0] in str(info.value)
 
 
 @pytest.mark.parametrize("length", [T - 1, T + 1])

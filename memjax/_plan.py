@@ -1,0 +1,155 @@
+"""Planning a scan: from a step's measured sizes and a budget to a policy and its schedule.
+
+Budget semantics:
+
+* ``memory=None``: the least memory whose schedule makes at most two forward evaluations per step.
+* A relative budget (a fraction such as ``0.2`` or a percentage such as ``"5%"`` of what standard BPTT stores)
+  is a target: where it falls below the least memory the policy can run with, the plan uses that least memory
+  and says so (``ScanPlan.raised_to_least``; :func:`memjax.explain` prints it). A model written with
+  ``memory="5%"`` thus runs on every sequence length, its shortest batches included.
+* A budget in bytes is a limit: below the least memory it raises, naming the least in bytes.
+* Lengths 0 and 1 store nothing but the carry (there is nothing to recompute); every budget and kind accepts
+  them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memjax._budget import Budget, format_bytes
+from memjax._cost import estimate_step_costs, predict_seconds
+from memjax._measure import StepSizes
+from memjax._pool import PoolLayout
+from memjax._schedule import Schedule
+from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
+
+__all__ = ["ScanPlan", "SCAN_KINDS", "plan", "plan_fastest", "check_kind"]
+
+SCAN_KINDS = KINDS + ("auto",)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanPlan:
+    """Everything decided before running: sizes, the budget in bytes and units, the policy and its schedule.
+
+    Attributes:
+      length: number of steps.
+      kind: the policy kind planned (``kind="auto"`` resolves to one of :data:`memjax.KINDS`).
+      sizes: measured sizes of one step (:class:`memjax._measure.StepSizes`).
+      budget_bytes: the budget for stored states, the initial carry included.
+      policy: the solved :class:`~memjax.Policy` (``None`` where nothing is recomputed: ``store_all``, and
+        lengths 0 and 1; the scan then runs ``jax.lax.scan``).
+      quantum_bytes: bytes of one quantum of the schedule's stack, as the pools lay it out.
+      least_bytes: the least budget this kind can run with for this step and length.
+      raised_to_least: a relative budget fell below ``least_bytes`` and was raised to it.
+      predictions: with ``kind="auto"``, ``(kind, forward evaluations, predicted seconds)`` of each candidate
+        (:mod:`memjax._cost`); the plan is the fastest.
+    """
+
+    length: int
+    kind: str
+    sizes: StepSizes
+    budget_bytes: int
+    policy: Policy | None
+    quantum_bytes: int
+    least_bytes: int = 0
+    raised_to_least: bool = False
+    predictions: tuple = ()
+
+    @property
+    def store_all_bytes(self) -> int:
+        """What standard BPTT stores: the initial carry and the internal state of every step but the last."""
+        return self.sizes.carry_bytes + max(self.length - 1, 0) * self.sizes.internal_bytes
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes the schedule stores at its peak, the initial carry included."""
+        if self.policy is None:
+            return self.store_all_bytes
+        return self.sizes.carry_bytes + self.schedule.stack_quanta * self.quantum_bytes
+
+    @property
+    def schedule(self) -> Schedule | None:
+        return None if self.policy is None else self.policy.schedule()
+
+    @property
+    def forward_count(self) -> int:
+        return self.length if self.policy is None else self.policy.cost
+
+
+def check_kind(kind) -> None:
+    if not isinstance(kind, str) or kind not in SCAN_KINDS:
+        raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, SCAN_KINDS))}.")
+
+
+def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None) -> ScanPlan:
+    """The plan of ``kind`` for ``length`` steps of a step of these ``sizes`` within ``budget``.
+
+    Raises:
+      ValueError: for a budget in bytes below the least that ``kind`` can run with (the message names it).
+    """
+    unit = max(sizes.carry_bytes, 1)
+    alpha = sizes.internal_bytes / unit
+    store_all = unit + max(length - 1, 0) * sizes.internal_bytes
+    if length <= 1 or kind == "store_all":  # nothing to recompute: every state is stored
+        budget_bytes, raised = _fit(budget, store_all, store_all, store_all, kind, length, sizes)
+        return ScanPlan(length, kind, sizes, budget_bytes, None, unit, store_all, raised)
+    s, i = (1, None) if kind in ("hsm", "recompute") else _quantize(alpha)
+    # One quantum in bytes, as the pools lay states out (at least carry / s and internal / i).
+    quantum = max(PoolLayout(sizes.carry_avals, sizes.variant_avals, s, i).quantum_bytes, 1)
+    least = round(min_memory(length, None, alpha=alpha, kind=kind) * s) * quantum
+    if budget is None:  # the least memory for at most one extra forward pass
+        units = 1.0 if kind == "recompute" else min_memory(length, 2 * length, alpha=alpha, kind=kind)
+        default = round(units * s) * quantum
+    else:
+        default = None
+    budget_bytes, raised = _fit(budget, default, least, store_all, kind, length, sizes)
+    # In hidden-state units of s quanta each, so the solver's floor(units * s) is exactly budget // quantum.
+    policy = solve(length, (budget_bytes // quantum) / s, alpha=alpha, kind=kind)
+    return ScanPlan(length, kind, sizes, budget_bytes, policy, quantum, least, raised)
+
+
+def _fit(budget: Budget | None, default, least: int, store_all: int, kind: str, length: int,
+         sizes: StepSizes) -> tuple[int, bool]:
+    """The budget in bytes, and whether a relative budget was raised to the least."""
+    if budget is None:
+        return default, False
+    budget_bytes = budget.resolve(store_all)
+    if budget_bytes >= least:
+        return budget_bytes, False
+    if budget.kind == "fraction":  # a target: run with the least memory instead
+        return least, True
+    advice = (" or a relative budget such as memory='5%', which is raised to the least where it falls below it"
+              if kind != "store_all" else "")
+    raise ValueError(
+        f"memory={format_bytes(budget_bytes)} ({budget_bytes} bytes) is below the least that kind={kind!r} needs "
+        f"for this step over length={length}: {least} bytes ({format_bytes(least)}; the carry is "
+        f"{sizes.carry_bytes} bytes, an internal state {sizes.internal_bytes} bytes). Pass memory>={least}"
+        f"{advice}.")
+
+
+def plan_fastest(length: int, sizes: StepSizes, budget: Budget | None, step, consts, carry, x0) -> ScanPlan:
+    """``kind="auto"``: the candidate policy with the least predicted time within the budget."""
+    if budget is None and length > 1:  # the default budget is the MSM default: at most 2 forwards per step
+        budget = Budget("bytes", plan(length, "msm", sizes, None).budget_bytes)
+    avals = [jax.ShapeDtypeStruct(np.shape(c), jnp.result_type(c)) for c in consts]
+    costs = estimate_step_costs(lambda p, c, x: step(c, x, *p), avals, carry, x0)
+    plans = []
+    for kind in ("msm", "hsm", "chen", "ism", "store_all"):
+        try:
+            candidate = plan(length, kind, sizes, budget)
+        except ValueError:
+            continue  # below what this kind can work with
+        if candidate.raised_to_least and kind != "msm":
+            continue  # a relative budget raised for this kind is not within what was asked
+        plans.append((predict_seconds(candidate.schedule, costs, sizes.carry_bytes, sizes.internal_bytes, length),
+                      candidate))
+    if not plans:
+        return plan(length, "msm", sizes, budget)  # raises the error that names the least budget
+    predictions = tuple((candidate.kind, candidate.forward_count, seconds) for seconds, candidate in plans)
+    best = min(plans, key=lambda pair: pair[0])[1]
+    return dataclasses.replace(best, predictions=predictions)

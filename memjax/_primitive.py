@@ -1,0 +1,95 @@
+"""memjax.scan as a JAX primitive, with one rule per transformation.
+
+``jax.custom_vjp`` gives a function a reverse-mode rule but forbids forward mode. A primitive with rules for
+each transformation has both, as ``lax.scan`` and ``jax.checkpoint`` do; JAX offers this through
+``jax.experimental.hijax.VJPHiPrimitive`` (jax >= 0.10). The rules of :class:`ScanPrimitive`:
+
+==============================  ==================================================================================
+``expand``                      lowering, and every transformation without a rule: ``jax.lax.scan`` of the step
+``vjp_fwd`` / ``vjp_bwd_retval``  reverse mode (``jax.grad``, ``jax.vjp``): the schedule's forward and backward
+                                sweeps (:class:`memjax._executor.Executor`); the backward sweep has static trip
+                                counts only, so it can be differentiated again (second order)
+``jvp``                         forward mode: ``lax.scan``'s own JVP, one sweep carrying primal and tangent
+``lin`` / ``linearized``        ``jax.linearize``: keeps only the inputs, and each application of the linear map
+                                is one tangent sweep that recomputes the primal (nothing per step is stored)
+``batch_dim_rule``              ``jax.vmap``: every rule applied per mapped element (the budget is per element)
+==============================  ==================================================================================
+"""
+
+from __future__ import annotations
+
+import jax
+from jax.experimental.hijax import VJPHiPrimitive, Zero
+
+from memjax._executor import Executor, zero_cotangent
+
+__all__ = ["ScanPrimitive"]
+
+
+@jax.tree_util.register_static
+class _Perturbed:
+    """Which inputs are differentiated, carried from the forward rule to the backward rule as static data."""
+
+    def __init__(self, flags):
+        self.flags = flags
+
+    def __hash__(self):
+        return hash(self.flags)
+
+    def __eq__(self, other):
+        return isinstance(other, _Perturbed) and other.flags == self.flags
+
+
+class ScanPrimitive(VJPHiPrimitive):
+    """One planned scan: inputs ``(consts, init, xs)``, outputs ``(carry, ys)``.
+
+    Args:
+      executor: the :class:`memjax._executor.Executor` of the plan.
+      consts, init, xs: the arguments the primitive will be called with (their types are its input types).
+      out: the shapes of ``(carry, ys)``.
+      effects: the effects of the step's body (debug callbacks), which the primitive carries.
+    """
+
+    def __init__(self, executor: Executor, consts, init, xs, out, effects=frozenset()):
+        self.in_avals = jax.tree_util.tree_map(jax.typeof, (consts, init, xs))
+        self.out_aval = jax.tree_util.tree_map(lambda a: jax.core.ShapedArray(a.shape, a.dtype), out)
+        self.params = dict(executor=executor)
+        self.effects = frozenset(effects)
+        super().__init__()
+
+    def expand(self, consts, init, xs):
+        return self.executor.primal(consts, init, xs)
+
+    def vjp_fwd(self, nonzeros, consts, init, xs):
+        out, residuals = self.executor.forward(consts, init, xs)
+        flags = tuple(tuple(jax.tree_util.tree_leaves(tree)) for tree in nonzeros)
+        return out, (residuals, _Perturbed(flags))
+
+    def vjp_bwd_retval(self, residuals, cotangents):
+        residuals, perturbed = residuals
+        cotangents = jax.tree_util.tree_map(_instantiate, cotangents, is_leaf=_is_zero)
+        return self.executor.backward(residuals, perturbed.flags, cotangents)
+
+    def jvp(self, primals, tangents):
+        return jax.jvp(self.executor.primal, primals, self._tangents(tangents))
+
+    def lin(self, nonzeros, consts, init, xs):
+        return self.executor.primal(consts, init, xs), (consts, init, xs)
+
+    def linearized(self, primals, *tangents):
+        return jax.jvp(self.executor.primal, primals, self._tangents(tangents))[1]
+
+    def batch_dim_rule(self, axis_data, dims):
+        return jax.tree_util.tree_map(lambda _: 0, self.out_aval)
+
+    def _tangents(self, tangents):
+        return tuple(jax.tree_util.tree_map(_instantiate, tangents, is_leaf=_is_zero))
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, Zero)
+
+
+def _instantiate(value):
+    """A symbolic zero as an array of its own type (float0 for integer and boolean leaves, as JAX's are)."""
+    return zero_cotangent(value.aval) if _is_zero(value) else value
