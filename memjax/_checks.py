@@ -27,8 +27,10 @@ def check_arguments(f: Callable, init, xs, length, reverse, unroll):
     Raises:
       The exception ``jax.lax.scan`` raises for the same arguments, unchanged.
     """
+    # xs is closed over rather than passed: eval_shape would turn a Python scalar leaf into a shape-() array,
+    # and lax.scan's message quotes the leaf as the caller wrote it.
     carry_out, _ = jax.eval_shape(
-        lambda init, xs: jax.lax.scan(f, init, xs, length, reverse=reverse, unroll=unroll), init, xs)
+        lambda init: jax.lax.scan(f, init, xs, length, reverse=reverse, unroll=unroll), init)
     init = jax.tree_util.tree_map(_promote_weak_typed, init, carry_out)
     if length is None:
         length = np.shape(jax.tree_util.tree_leaves(xs)[0])[0]
