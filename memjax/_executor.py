@@ -1,16 +1,20 @@
-"""The executor of a planned scan: the primal scan, the forward sweep that stores the schedule's first states,
-and the backward sweep that runs the rest of the schedule.
+"""Executors of a planned scan: the primal scan, the forward sweep that stores the schedule's first states, and
+the backward sweep that runs the rest of the schedule.
 
-* *Forward sweep.* One ``lax.scan`` runs every step once, as ``lax.scan`` would, and writes the hidden and
-  internal states that the schedule's first sweep stores into per-dtype pools (:mod:`memjax._pool`). The last
-  step runs under ``jax.vjp`` and its residuals are kept for the first backward step.
-* *Backward sweep.* A ``lax.scan`` over the rest of the schedule's table, one row per action, each action
-  touching at most one step: run one step forward, save or restore a state, or back-propagate one step from
-  recomputed or stored residuals. Every loop has a static trip count, so the sweep can itself be differentiated
-  in reverse mode (second-order derivatives) as well as in forward mode.
+Two executors run a schedule, both with loops of static trip counts only, so that JAX can differentiate the
+backward sweep again (second order) as well as in forward mode:
 
-Parameter cotangents are accumulated, input cotangents written into their row of the output buffer. The step is
-traced a fixed number of times and the compiled program does not grow with the sequence length.
+* :class:`Pipelined` (the two-forward family: the default budget, Chen, the flat parts of MSM): the schedule
+  re-timed by :mod:`memjax._pipeline` into a few loops with uniform bodies, one backward step and one forward per
+  iteration, and one conditional per chunk of iterations.
+* :class:`Interpreter` (every other schedule): one row per action and step, each row one ``lax.cond`` per kind
+  of action.
+
+Forward sweep: every step runs once, as ``lax.scan`` would, and the states the schedule stores in its first
+sweep are written into per-dtype pools (:mod:`memjax._pool`). The last step runs under ``jax.vjp`` and its
+residuals are kept for the first backward step. Parameter cotangents are accumulated, input cotangents written
+into their row of the output buffer. The step is traced a fixed number of times and the compiled program does
+not grow with the sequence length.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memjax._pipeline import INIT, KEEP, LOAD_INTERNAL, Pipeline
 from memjax._pool import PoolLayout
 from memjax._schedule import Op, Schedule
 
-__all__ = ["Executor", "Tables", "compile_tables", "dispatch_count", "zero_cotangent"]
+__all__ = ["Executor", "Interpreter", "Pipelined", "Tables", "compile_tables", "make_executor", "zero_cotangent"]
 
-# lax.conds that a backward row evaluates, and a forward-sweep step: see Executor.backward and Executor.forward.
+# lax.conds that an interpreter row evaluates, and a forward-sweep step: see Interpreter.
 _CONDS_PER_ROW = 7
 _CONDS_PER_FORWARD_STEP = 2
 
@@ -128,29 +133,38 @@ def compile_tables(schedule: Schedule) -> Tables:
     return Tables(save_hidden, save_internal, op.astype(np.int32), start, offset.astype(np.int32))
 
 
-def dispatch_count(tables: Tables) -> int:
-    """Conditionals evaluated per gradient: per forward-sweep step and per backward row."""
-    return _CONDS_PER_FORWARD_STEP * max(len(tables.save_hidden) - 1, 0) + _CONDS_PER_ROW * tables.rows
-
-
 def _when(predicate, update, operand):
     """``update(operand)`` if ``predicate`` else ``operand``, as a ``lax.cond`` (XLA keeps it in place)."""
     return jax.lax.cond(predicate, update, lambda operand: operand, operand)
 
 
-class Executor:
-    """Runs one planned scan of ``step(carry, x, *consts) -> (carry, y)``.
+def _scan(body, state, inputs):
+    """``lax.scan`` over ``inputs`` (a tuple of arrays with a leading axis), skipped when they are empty."""
+    if not jax.tree_util.tree_leaves(inputs) or jax.tree_util.tree_leaves(inputs)[0].shape[0] == 0:
+        return state
+    return jax.lax.scan(lambda state, inputs: (body(state, inputs), None), state, inputs)[0]
 
-    Each row of the backward table is run as one ``lax.cond`` per kind of action, each either updating its
-    part of the state or passing it through. XLA then updates the pools and the cotangent buffers in place; a
-    single ``lax.switch`` over all actions made it copy the whole pool on every row, and branches that return
-    zeros for what they do not compute would materialise parameter-sized arrays on every row.
+
+def make_executor(step, plan, reverse: bool, unroll) -> "Executor":
+    """The executor of ``plan``: :class:`Pipelined` where the plan has a pipeline, :class:`Interpreter`
+    otherwise."""
+    if plan.pipeline is not None:
+        return Pipelined(step, plan, reverse, unroll, plan.pipeline)
+    return Interpreter(step, plan, reverse, unroll)
+
+
+class Executor:
+    """What both executors share: the step and its VJP, the pools' layout, the primal scan, and the cotangent
+    bookkeeping of the backward sweep.
 
     Args:
-      step: the closure-converted step.
+      step: the closure-converted step ``step(carry, x, *consts) -> (carry, y)``.
       plan: the :class:`memjax.ScanPlan`, with a policy.
       reverse, unroll: as in ``jax.lax.scan``.
     """
+
+    #: Which executor this is, as reports name it.
+    name = ""
 
     def __init__(self, step, plan, reverse: bool, unroll):
         self.step = step
@@ -162,10 +176,20 @@ class Executor:
         schedule = plan.schedule
         internal = None if plan.kind in ("hsm", "recompute") else schedule.internal_quanta
         self.layout = PoolLayout(sizes.carry_avals, sizes.variant_avals, schedule.hidden_quanta, internal)
-        self.tables = compile_tables(schedule)
 
     def __repr__(self) -> str:  # shown in jaxprs, as the primitive's parameter
-        return f"Executor(kind={self.plan.kind!r}, length={self.plan.length}, forwards={self.plan.forward_count})"
+        return (f"{type(self).__name__}(kind={self.plan.kind!r}, length={self.plan.length}, "
+                f"forwards={self.forward_count})")
+
+    @property
+    def forward_count(self) -> int:
+        """Forward step evaluations per gradient."""
+        raise NotImplementedError
+
+    @property
+    def conditionals(self) -> int:
+        """Conditionals evaluated per gradient (no loop has a dynamic trip count)."""
+        raise NotImplementedError
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _index(self, k):
@@ -187,10 +211,24 @@ class Executor:
         """What a stored internal state holds: the residual leaves stored per step, then the carry after it."""
         return [leaf for leaf, keep in zip(leaves, self.stored) if keep] + jax.tree_util.tree_leaves(new)
 
-    def _pullback(self, leaves):
-        return jax.tree_util.tree_unflatten(self.plan.sizes.pullback_tree, leaves)
+    def _store_internal(self, consts, xs, pools, carry, k, offset):
+        """Run step ``k`` from ``carry`` under ``jax.vjp`` and store its internal state at ``offset``."""
+        new, y, leaves = self._vjp(consts, carry, self._x(xs, k))
+        return new, y, self.layout.internal.store(pools, self._internal_item(leaves, new), offset)
 
-    # -- the three sweeps ----------------------------------------------------------------------------------
+    def _ys_buffer(self, consts, init, xs):
+        y_aval = jax.eval_shape(self._step, consts, init, self._x(xs, 1))[1]
+        return _varying(jax.tree_util.tree_map(lambda a: jnp.zeros((self.plan.length, *a.shape), a.dtype), y_aval),
+                        consts, init, xs)
+
+    def _write_y(self, ys, y, k):
+        return jax.tree_util.tree_map(lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, self._index(k), 0),
+                                      ys, y)
+
+    def _pools(self, quanta, consts, init, xs):
+        return _varying(self.layout.zeros(quanta), consts, init, xs)
+
+    # -- the sweeps ----------------------------------------------------------------------------------------
     def primal(self, consts, init, xs):
         """The scan itself, undifferentiated: ``jax.lax.scan``."""
         return jax.lax.scan(lambda c, x: self._step(consts, c, x), init, xs, self.plan.length,
@@ -198,9 +236,126 @@ class Executor:
 
     def forward(self, consts, init, xs):
         """The forward sweep: ``((carry, ys), residuals)`` for :meth:`backward`."""
+        raise NotImplementedError
+
+    def backward(self, residuals, perturbed, cotangents):
+        """The backward sweep: cotangents of ``(consts, init, xs)``.
+
+        Args:
+          residuals: what :meth:`forward` returned: ``(consts, init, xs, pools, residual leaves of step t)``.
+          perturbed: for ``(consts, init, xs)``, a list per argument of which leaves are differentiated; no
+            cotangent is computed for the others (which also spares the ``(length, *x.shape)`` buffer of ``xs``
+            cotangents when only parameters are differentiated).
+          cotangents: of ``(carry, ys)``, as arrays.
+        """
+        consts, init, xs, pools, last_leaves = residuals
+        chain = _Cotangents(self, consts, init, xs, perturbed, cotangents, last_leaves)
+        state = chain.start(self.plan.length, last_leaves)
+        state = self._backward_sweep(consts, init, xs, pools, chain, state)
+        return chain.finish(state)
+
+    def _backward_sweep(self, consts, init, xs, pools, chain, state):
+        """Steps ``length - 1 .. 1``: the cotangent state after them."""
+        raise NotImplementedError
+
+
+class _Cotangents:
+    """The cotangent state of the backward sweep ``(g, acc, buffers)``: the carry cotangent, the accumulated
+    parameter cotangents, and the ``xs``-cotangent buffers; and one backward step on it."""
+
+    def __init__(self, executor: Executor, consts, init, xs, perturbed, cotangents, last_leaves):
+        self.executor = executor
+        ct_final, ct_ys = cotangents
+        self.ct_final = ct_final
+        self.invariant = [leaf for leaf, v in zip(last_leaves, executor.varies) if not v]
+        self.carry_avals, self.const_avals = _avals(init), _avals(consts)
+        self.carry_tree = jax.tree_util.tree_structure(init)
+        x_leaves, self.x_tree = jax.tree_util.tree_flatten(xs)
+        self.x_leaf_avals = _avals(x_leaves)
+        self.x_avals = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in x_leaves]
+        self.xs = xs
+        self.y_leaves, self.y_tree = jax.tree_util.tree_flatten(ct_ys)
+        self.n_residuals = len(executor.layout.internal.avals) - len(self.carry_avals)
+        # Cotangents are carried for differentiated float leaves only (carry leaves always: they chain steps).
+        consts_perturbed, _, xs_perturbed = perturbed
+        self.const_wanted = [_is_float(a) and p for a, p in zip(self.const_avals, consts_perturbed)]
+        self.x_wanted = [_is_float(a) and p for a, p in zip(self.x_avals, xs_perturbed)]
+        self.carry_wanted = [_is_float(a) for a in self.carry_avals]
+
+    def carry_of(self, leaves):
+        return jax.tree_util.tree_unflatten(self.carry_tree, leaves)
+
+    def _ct_y(self, k):
+        index = self.executor._index(k)
+        return jax.tree_util.tree_unflatten(self.y_tree, [
+            np.zeros(a.shape[1:], jax.dtypes.float0) if a.dtype == jax.dtypes.float0
+            else jax.lax.dynamic_index_in_dim(a, index, keepdims=False) for a in self.y_leaves])
+
+    def start(self, t, last_leaves):
+        """The state after step ``t``, back-propagated from the residuals the forward sweep kept."""
+        acc = [jnp.zeros(a.shape, a.dtype) for a in _select(self.const_wanted, self.const_avals)]
+        buffers = _varying([jnp.zeros((t, *a.shape), a.dtype) for a in _select(self.x_wanted, self.x_avals)],
+                           self.xs)
+        g = _select(self.carry_wanted, jax.tree_util.tree_leaves(self.ct_final))
+        return self.back(last_leaves, t, (g, acc, buffers))
+
+    def back(self, leaves, k, state):
+        """Back-propagate step k from its residual leaves."""
+        g, acc, buffers = state
+        ct_out = (self.carry_of(_fill(self.carry_wanted, g, self.carry_avals)), self._ct_y(k))
+        pullback = jax.tree_util.tree_unflatten(self.executor.plan.sizes.pullback_tree, leaves)
+        ct_consts, ct_carry, ct_x = pullback(ct_out)
+        acc = [a + c for a, c in zip(acc, _select(self.const_wanted, jax.tree_util.tree_leaves(ct_consts)))]
+        index = self.executor._index(k)
+        buffers = [jax.lax.dynamic_update_index_in_dim(buf, c.astype(buf.dtype), index, 0)
+                   for buf, c in zip(buffers, _select(self.x_wanted, jax.tree_util.tree_leaves(ct_x)))]
+        return _select(self.carry_wanted, jax.tree_util.tree_leaves(ct_carry)), acc, buffers
+
+    def stored_leaves(self, pools, offset, k):
+        """The residual leaves of step k, from its internal state stored at ``offset``."""
+        stored = iter(self.executor.layout.internal.load(pools, offset)[:self.n_residuals])
+        shared = iter(self.invariant)
+        x = jax.tree_util.tree_leaves(self.executor._x(self.xs, k))  # residuals that are x: read back, not stored
+        return [x[j] if j >= 0 else next(stored) if v else next(shared)
+                for v, j in zip(self.executor.varies, self.executor.from_x)]
+
+    def back_stored(self, pools, offset, k, state):
+        """Back-propagate step k from its internal state stored at ``offset``."""
+        return self.back(self.stored_leaves(pools, offset, k), k, state)
+
+    def finish(self, state):
+        g, acc, buffers = state
+        ct_xs = jax.tree_util.tree_unflatten(self.x_tree, _fill(self.x_wanted, buffers, self.x_leaf_avals))
+        return (_fill(self.const_wanted, acc, self.const_avals),
+                self.carry_of(_fill(self.carry_wanted, g, self.carry_avals)), ct_xs)
+
+
+class Interpreter(Executor):
+    """Runs any schedule one action and step per row.
+
+    Forward sweep: one loop over the steps, with a ``lax.cond`` each for storing a hidden and an internal
+    state. Backward sweep: one loop over the rows, each row one ``lax.cond`` per kind of action, each either
+    updating its part of the state or passing it through. XLA then updates the pools and the cotangent buffers
+    in place; a single ``lax.switch`` over all actions made it copy the whole pool on every row, and branches
+    that return zeros for what they do not compute would materialise parameter-sized arrays on every row.
+    """
+
+    name = "interpreter"
+
+    def __init__(self, step, plan, reverse: bool, unroll):
+        super().__init__(step, plan, reverse, unroll)
+        self.tables = compile_tables(plan.schedule)
+
+    @property
+    def forward_count(self) -> int:
+        return self.plan.forward_count
+
+    @property
+    def conditionals(self) -> int:
+        return _CONDS_PER_FORWARD_STEP * max(self.plan.length - 1, 0) + _CONDS_PER_ROW * self.tables.rows
+
+    def forward(self, consts, init, xs):
         t, tables, layout = self.plan.length, self.tables, self.layout
-        y_aval = jax.eval_shape(self._step, consts, init, self._x(xs, 1))[1]
-        ys = _varying(jax.tree_util.tree_map(lambda a: jnp.zeros((t, *a.shape), a.dtype), y_aval), consts, init, xs)
 
         def body(state, inputs):
             carry, pools, ys = state
@@ -213,112 +368,149 @@ class Executor:
                 new, y = self._step(consts, carry, x)
                 return new, y, pools
 
-            def saving(pools):
-                new, y, leaves = self._vjp(consts, carry, x)
-                return new, y, layout.internal.store(pools, self._internal_item(leaves, new), save_internal)
-
-            new, y, pools = jax.lax.cond(save_internal >= 0, saving, plain, pools)
-            ys = jax.tree_util.tree_map(
-                lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, self._index(k), 0), ys, y)
-            return (new, pools, ys), None
+            new, y, pools = jax.lax.cond(save_internal >= 0, lambda pools: self._store_internal(
+                consts, xs, pools, carry, k, save_internal), plain, pools)
+            return (new, pools, self._write_y(ys, y, k)), None
 
         # Steps 1..t-1 in a scan, then step t under jax.vjp: its residuals start the backward sweep.
         steps = jax.lax.iota(jnp.int32, t - 1) + 1  # an iota, not a length-t constant in the program
-        state = (init, _varying(layout.zeros(self.plan.schedule.stack_quanta), consts, init, xs), ys)
+        state = (init, self._pools(self.plan.schedule.stack_quanta, consts, init, xs), self._ys_buffer(consts, init, xs))
         (carry, pools, ys), _ = jax.lax.scan(body, state, (steps, tables.save_hidden[: t - 1],
                                                            tables.save_internal[: t - 1]), unroll=self.unroll)
         if tables.save_hidden[t - 1] >= 0:
             pools = layout.hidden.store(pools, jax.tree_util.tree_leaves(carry), int(tables.save_hidden[t - 1]))
         final, y, leaves = self._vjp(consts, carry, self._x(xs, t))
-        ys = jax.tree_util.tree_map(lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, self._index(t), 0),
-                                    ys, y)
-        return (final, ys), (consts, init, xs, pools, leaves)
+        return (final, self._write_y(ys, y, t)), (consts, init, xs, pools, leaves)
 
-    def backward(self, residuals, perturbed, cotangents):
-        """The backward sweep: cotangents of ``(consts, init, xs)``.
-
-        Args:
-          residuals: what :meth:`forward` returned.
-          perturbed: for ``(consts, init, xs)``, a list per argument of which leaves are differentiated; no
-            cotangent is computed for the others (which also spares the ``(length, *x.shape)`` buffer of ``xs``
-            cotangents when only parameters are differentiated).
-          cotangents: of ``(carry, ys)``, with zero leaves as ``None`` or arrays.
-        """
-        consts, init, xs, pools, last_leaves = residuals
-        ct_final, ct_ys = cotangents
-        t, tables, layout = self.plan.length, self.tables, self.layout
-        invariant = [leaf for leaf, v in zip(last_leaves, self.varies) if not v]
-        carry_avals, const_avals = _avals(init), _avals(consts)
-        carry_tree = jax.tree_util.tree_structure(init)
-        x_leaves, x_tree = jax.tree_util.tree_flatten(xs)
-        x_avals = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in x_leaves]
-        y_leaves, y_tree = jax.tree_util.tree_flatten(ct_ys)
-        n_residuals = len(layout.internal.avals) - len(carry_avals)
-
-        # Cotangents are carried for differentiated float leaves only (carry leaves always: they chain steps).
-        consts_perturbed, _, xs_perturbed = perturbed
-        const_wanted = [_is_float(a) and p for a, p in zip(const_avals, consts_perturbed)]
-        x_wanted = [_is_float(a) and p for a, p in zip(x_avals, xs_perturbed)]
-        carry_wanted = [_is_float(a) for a in carry_avals]
-
-        def carry_of(leaves):
-            return jax.tree_util.tree_unflatten(carry_tree, leaves)
-
-        def ct_y(k):
-            index = self._index(k)
-            return jax.tree_util.tree_unflatten(y_tree, [
-                np.zeros(a.shape[1:], jax.dtypes.float0) if a.dtype == jax.dtypes.float0
-                else jax.lax.dynamic_index_in_dim(a, index, keepdims=False) for a in y_leaves])
-
-        def back(leaves, k, cotangent_state):
-            """Back-propagate step k from its residual leaves; accumulate into (g, acc, buffers)."""
-            g, acc, buffers = cotangent_state
-            ct_out = (carry_of(_fill(carry_wanted, g, carry_avals)), ct_y(k))
-            ct_consts, ct_carry, ct_x = self._pullback(leaves)(ct_out)
-            acc = [a + c for a, c in zip(acc, _select(const_wanted, jax.tree_util.tree_leaves(ct_consts)))]
-            buffers = [jax.lax.dynamic_update_index_in_dim(buf, c.astype(buf.dtype), self._index(k), 0)
-                       for buf, c in zip(buffers, _select(x_wanted, jax.tree_util.tree_leaves(ct_x)))]
-            return _select(carry_wanted, jax.tree_util.tree_leaves(ct_carry)), acc, buffers
+    def _backward_sweep(self, consts, init, xs, pools, chain, state):
+        layout = self.layout
 
         def row(state, action):
-            register, pools, cotangent_state = state
+            register, pools, cotangents = state
             op, a, offset = action
             safe = jnp.maximum(offset, 0)
-            register = _when(op == Op.RESTORE_HIDDEN, lambda r: carry_of([
+            register = _when(op == Op.RESTORE_HIDDEN, lambda r: chain.carry_of([
                 jnp.where(offset < 0, first, saved) for first, saved in
                 zip(jax.tree_util.tree_leaves(init), layout.hidden.load(pools, safe))]), register)
             register = _when(op == Op.RESTORE_INTERNAL,
-                             lambda r: carry_of(layout.internal.load(pools, offset)[n_residuals:]), register)
+                             lambda r: chain.carry_of(layout.internal.load(pools, offset)[chain.n_residuals:]),
+                             register)
             register = _when(op == Op.ADVANCE, lambda r: self._step(consts, r, self._x(xs, a + 1))[0], register)
             pools = _when(op == Op.SAVE_HIDDEN, lambda p: layout.hidden.store(
                 p, jax.tree_util.tree_leaves(register), offset), pools)
+            register, pools = _when(op == Op.SAVE_INTERNAL, lambda operand: self._store_internal(
+                consts, xs, operand[1], operand[0], a + 1, offset)[::2], (register, pools))
+            cotangents = _when(op == Op.BACKWARD, lambda cs: chain.back(
+                self._vjp(consts, register, self._x(xs, a + 1))[2], a + 1, cs), cotangents)
+            cotangents = _when(op == Op.BACKWARD_STORED, lambda cs: chain.back_stored(pools, offset, a, cs),
+                               cotangents)
+            return register, pools, cotangents
 
-            def save_internal(operand):
-                register, pools = operand
-                new, _, leaves = self._vjp(consts, register, self._x(xs, a + 1))
-                return new, layout.internal.store(pools, self._internal_item(leaves, new), offset)
+        tables = self.tables
+        return _scan(row, (init, pools, state), (tables.op, tables.start, tables.offset))[2]
 
-            register, pools = _when(op == Op.SAVE_INTERNAL, save_internal, (register, pools))
-            cotangent_state = _when(op == Op.BACKWARD, lambda cs: back(
-                self._vjp(consts, register, self._x(xs, a + 1))[2], a + 1, cs), cotangent_state)
 
-            def backward_stored(cs):
-                stored = iter(layout.internal.load(pools, offset)[:n_residuals])
-                shared = iter(invariant)
-                x = jax.tree_util.tree_leaves(self._x(xs, a))  # residuals that are x itself: read back, not stored
-                return back([x[j] if j >= 0 else next(stored) if v else next(shared)
-                             for v, j in zip(self.varies, self.from_x)], a, cs)
+class Pipelined(Executor):
+    """Runs a pipelined schedule (:mod:`memjax._pipeline`): loops of uniform bodies, no row per action.
 
-            cotangent_state = _when(op == Op.BACKWARD_STORED, backward_stored, cotangent_state)
-            return (register, pools, cotangent_state), None
+    Forward sweep: plain steps that write their incoming carry where the pipeline says, a run of steps under
+    ``jax.vjp`` storing internal states, the last step, and the checkpoints' internal states. Backward sweep:
+    lead-in forwards, then chunks of (backward step, forward) iterations, each chunk after one conditional
+    forward, then the remainder and the backward steps left.
+    """
 
-        # Step t, from the residuals kept by the forward sweep; then the table.
-        acc = [jnp.zeros(a.shape, a.dtype) for a in _select(const_wanted, const_avals)]
-        buffers = _varying([jnp.zeros((t, *a.shape), a.dtype) for a in _select(x_wanted, x_avals)], xs)
-        g = _select(carry_wanted, jax.tree_util.tree_leaves(ct_final))
-        state = (init, pools, back(last_leaves, t, (g, acc, buffers)))
-        if tables.rows:
-            state, _ = jax.lax.scan(row, state, (tables.op, tables.start, tables.offset))
-        g, acc, buffers = state[2]
-        ct_xs = jax.tree_util.tree_unflatten(x_tree, _fill(x_wanted, buffers, _avals(x_leaves)))
-        return _fill(const_wanted, acc, const_avals), carry_of(_fill(carry_wanted, g, carry_avals)), ct_xs
+    name = "pipelined"
+
+    def __init__(self, step, plan, reverse: bool, unroll, pipe: Pipeline):
+        super().__init__(step, plan, reverse, unroll)
+        self.pipe = pipe
+
+    @property
+    def forward_count(self) -> int:
+        return self.pipe.forward_count
+
+    @property
+    def conditionals(self) -> int:
+        return self.pipe.conditionals
+
+    def forward(self, consts, init, xs):
+        t, pipe, layout = self.plan.length, self.pipe, self.layout
+
+        def plain(state, inputs):
+            carry, pools, ys = state
+            k, kind, offset = inputs
+            if kind is not None:
+                pools = layout.store_carry(pools, jax.tree_util.tree_leaves(carry), offset, kind == LOAD_INTERNAL)
+            new, y = self._step(consts, carry, self._x(xs, k))
+            return new, pools, self._write_y(ys, y, k)
+
+        def vjp(state, inputs):
+            carry, pools, ys = state
+            k, offset = inputs
+            new, y, pools = self._store_internal(consts, xs, pools, carry, k, offset)
+            return new, pools, self._write_y(ys, y, k)
+
+        def checkpoint(pools, inputs):  # I_c from the carry h_{c-1} written into its own slot
+            c, offset = inputs
+            carry = chain_carry(layout.load_carry(pools, offset, True))
+            return self._store_internal(consts, xs, pools, carry, c, offset)[2]
+
+        carry_tree = jax.tree_util.tree_structure(init)
+        chain_carry = lambda leaves: jax.tree_util.tree_unflatten(carry_tree, leaves)  # noqa: E731
+        state = (init, self._pools(pipe.stack_quanta, consts, init, xs), self._ys_buffer(consts, init, xs))
+        written = np.arange(1, pipe.carry_step + 1, dtype=np.int32)
+        state = _scan(plain, state, (written, pipe.carry_kind, pipe.carry_offset))
+        unwritten = np.arange(pipe.carry_step + 1, pipe.run_start, dtype=np.int32)
+        state = _scan(lambda s, k: plain(s, (k, None, None)), state, unwritten)
+        state = _scan(vjp, state, (np.arange(pipe.run_start, t, dtype=np.int32), pipe.run_offset))
+        carry, pools, ys = state
+        final, y, leaves = self._vjp(consts, carry, self._x(xs, t))
+        pools = _scan(checkpoint, pools, (pipe.checkpoint_step, pipe.checkpoint_offset))
+        return (final, self._write_y(ys, y, t)), (consts, init, xs, pools, leaves)
+
+    def _backward_sweep(self, consts, init, xs, pools, chain, state):
+        pipe, layout, t = self.pipe, self.layout, self.plan.length
+
+        def forward(operand, inputs):
+            register, pools = operand
+            k, kind, source, offset = inputs
+            loaded = layout.load_carry(pools, source, kind == LOAD_INTERNAL)
+            register = chain.carry_of([
+                jnp.where(kind == KEEP, r, jnp.where(kind == INIT, first, saved)) for r, first, saved in
+                zip(jax.tree_util.tree_leaves(register), jax.tree_util.tree_leaves(init), loaded)])
+            return self._store_internal(consts, xs, pools, register, k, offset)
+
+        def iteration(operand, inputs):
+            register, pools, cotangents = operand
+            (k, offset), forward_inputs = inputs
+            # Write, then read the written pools: XLA cannot order a read of the pools before an independent
+            # in-place write to them, and would copy them whole on every iteration (see memjax._pipeline).
+            register, _, pools = forward((register, pools), forward_inputs)
+            return register, pools, chain.back_stored(pools, offset, k, cotangents)
+
+        def chunk(operand, inputs):
+            register, pools, cotangents = operand
+            add, extra_inputs, body_inputs = inputs
+            register, pools = _when(add > 0, lambda o: forward(o, extra_inputs)[::2], (register, pools))
+            return _scan(iteration, (register, pools, cotangents), body_inputs)
+
+        columns = (pipe.forward_step, pipe.restore_kind, pipe.restore_offset, pipe.forward_offset)
+        backward = (np.arange(t - 1, 0, -1, dtype=np.int32), pipe.backward_offset)
+        register, pools = _scan(lambda o, inputs: forward(o, inputs)[::2], (init, pools),
+                                tuple(c[: pipe.lead] for c in columns))
+        operand = (register, pools, state)
+        f, b = pipe.lead, 0  # next forward, next backward step
+        for count, size in ((pipe.chunks, pipe.chunk), (int(pipe.remainder > 0), pipe.remainder)):
+            if count == 0:
+                continue
+            extra = pipe.extra[: count] if size == pipe.chunk else pipe.extra[pipe.chunks:]
+            extra_at = f + np.concatenate([[0], np.cumsum(extra[:-1] + size)]).astype(np.int64)
+            body_at = extra_at[:, None] + extra[:, None] + np.arange(size)[None, :]
+            back_at = b + size * np.arange(count)[:, None] + np.arange(size)[None, :]
+            inputs = (extra, tuple(c[np.minimum(extra_at, len(c) - 1)] for c in columns),
+                      (tuple(c[back_at] for c in backward), tuple(c[body_at] for c in columns)))
+            operand = _scan(chunk, operand, inputs)
+            f, b = int(body_at[-1, -1]) + 1, int(back_at[-1, -1]) + 1
+        register, pools, state = operand
+        return _scan(lambda cs, inputs: chain.back_stored(pools, inputs[1], inputs[0], cs), state,
+                     tuple(c[b:] for c in backward))

@@ -23,6 +23,7 @@ import numpy as np
 from memjax._budget import Budget, format_bytes
 from memjax._cost import estimate_step_costs, predict_seconds
 from memjax._measure import StepSizes
+from memjax._pipeline import Pipeline, pipeline
 from memjax._pool import PoolLayout
 from memjax._schedule import Schedule
 from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
@@ -46,6 +47,8 @@ class ScanPlan:
       quantum_bytes: bytes of one quantum of the schedule's stack, as the pools lay it out.
       least_bytes: the least budget this kind can run with for this step and length.
       raised_to_least: a relative budget fell below ``least_bytes`` and was raised to it.
+      pipeline: the schedule re-timed into loops of uniform bodies (:mod:`memjax._pipeline`), or ``None``: the
+        schedule then runs one action per row.
       predictions: with ``kind="auto"``, ``(kind, forward evaluations, predicted seconds)`` of each candidate
         (:mod:`memjax._cost`); the plan is the fastest.
     """
@@ -58,6 +61,7 @@ class ScanPlan:
     quantum_bytes: int
     least_bytes: int = 0
     raised_to_least: bool = False
+    pipeline: Pipeline | None = dataclasses.field(default=None, repr=False)
     predictions: tuple = ()
 
     @property
@@ -67,10 +71,11 @@ class ScanPlan:
 
     @property
     def stored_bytes(self) -> int:
-        """Bytes the schedule stores at its peak, the initial carry included."""
+        """Bytes the schedule stores at its peak as executed, the initial carry included."""
         if self.policy is None:
             return self.store_all_bytes
-        return self.sizes.carry_bytes + self.schedule.stack_quanta * self.quantum_bytes
+        stack = self.schedule.stack_quanta if self.pipeline is None else self.pipeline.stack_quanta
+        return self.sizes.carry_bytes + stack * self.quantum_bytes
 
     @property
     def schedule(self) -> Schedule | None:
@@ -78,7 +83,15 @@ class ScanPlan:
 
     @property
     def forward_count(self) -> int:
-        return self.length if self.policy is None else self.policy.cost
+        """Forward step evaluations per gradient as executed (the pipeline may add a few to the policy's)."""
+        if self.policy is None:
+            return self.length
+        return self.policy.cost if self.pipeline is None else self.pipeline.forward_count
+
+    @property
+    def executor(self) -> str:
+        """How the backward sweep runs: ``"lax.scan"``, ``"pipelined"`` or ``"interpreter"``."""
+        return "lax.scan" if self.policy is None else "interpreter" if self.pipeline is None else "pipelined"
 
 
 def check_kind(kind) -> None:
@@ -108,9 +121,61 @@ def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None) -> Sca
     else:
         default = None
     budget_bytes, raised = _fit(budget, default, least, store_all, kind, length, sizes)
+    if kind in ("hsm", "recompute"):
+        policy, pipe = _solve(length, budget_bytes, quantum, s, alpha, kind), None
+    elif budget is None:
+        policy, pipe, budget_bytes = _pipelined_default(length, budget_bytes, quantum, s, alpha, kind)
+    else:
+        policy, pipe = _pipelined_within(length, budget_bytes, quantum, s, alpha, kind)
+    return ScanPlan(length, kind, sizes, budget_bytes, policy, quantum, least, raised, pipe)
+
+
+# A pipeline may replace the policy's by one solved for less memory (so that the pipeline fits the budget) if it
+# makes at most this many more forwards; below that, the policy runs one action per row.
+_PIPELINE_EXTRA_FORWARDS = 0.02
+
+
+def _solve(length, budget_bytes, quantum, s, alpha, kind) -> Policy:
     # In hidden-state units of s quanta each, so the solver's floor(units * s) is exactly budget // quantum.
-    policy = solve(length, (budget_bytes // quantum) / s, alpha=alpha, kind=kind)
-    return ScanPlan(length, kind, sizes, budget_bytes, policy, quantum, least, raised)
+    return solve(length, (budget_bytes // quantum) / s, alpha=alpha, kind=kind)
+
+
+def _pipelined_within(length, budget_bytes, quantum, s, alpha, kind):
+    """The policy for the budget, and its pipeline if one fits the budget: the policy's own, or, if that one
+    is too large, the pipeline of a policy solved for less memory that makes at most 2% more forwards."""
+    policy = _solve(length, budget_bytes, quantum, s, alpha, kind)
+    stack = policy.budget_quanta - policy.hidden_quanta  # the stack the budget allows
+    pipe = pipeline(policy.schedule(), stack_quanta=stack)
+    smaller = budget_bytes
+    for _ in range(3):  # each try asks for less memory by what the last pipeline needed beyond the budget
+        if pipe is not None:
+            break
+        unbounded = pipeline(_solve(length, smaller, quantum, s, alpha, kind).schedule(), stack_quanta=1 << 62)
+        if unbounded is None:
+            break
+        smaller -= (unbounded.stack_quanta - stack) * quantum
+        try:
+            candidate = _solve(length, smaller, quantum, s, alpha, kind)
+        except ValueError:
+            break
+        pipe = pipeline(candidate.schedule(), stack_quanta=stack)
+        if pipe is not None and pipe.forward_count <= policy.cost * (1 + _PIPELINE_EXTRA_FORWARDS):
+            policy = candidate
+        else:
+            pipe = None
+    return policy, pipe
+
+
+def _pipelined_default(length, budget_bytes, quantum, s, alpha, kind):
+    """``memory=None``: the least memory for at most two forwards per step, plus what the policy's pipeline
+    holds beyond the policy's own peak (a few internal states: see :mod:`memjax._pipeline`); the policy alone,
+    at its least memory, where it does not pipeline within two forwards per step."""
+    policy = _solve(length, budget_bytes, quantum, s, alpha, kind)
+    pipe = pipeline(policy.schedule(), stack_quanta=1 << 62)
+    if pipe is None or pipe.forward_count > 2 * length:
+        return policy, None, budget_bytes
+    stack = policy.budget_quanta - policy.hidden_quanta
+    return policy, pipe, budget_bytes + max(pipe.stack_quanta - stack, 0) * quantum
 
 
 def _fit(budget: Budget | None, default, least: int, store_all: int, kind: str, length: int,

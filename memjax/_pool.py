@@ -55,6 +55,21 @@ class PoolLayout:
         """Empty pools for a stack of ``quanta`` quanta."""
         return tuple(jnp.zeros((quanta * n,), dtype) for n, dtype in zip(self.per_quantum, self.dtypes))
 
+    def _carry_start(self, offset, in_internal):
+        """Per dtype, the element where a carry begins: a hidden state's start, or the carry part of an internal
+        state (its last leaves of each dtype, after the residuals), as ``in_internal`` (a traced bool) says."""
+        return [offset * per_quantum + jnp.where(in_internal, internal - hidden, 0)
+                for per_quantum, (_, hidden), (_, internal) in zip(self.per_quantum, self.hidden.parts,
+                                                                   self.internal.parts)]
+
+    def store_carry(self, pools: tuple, leaves, offset, in_internal) -> tuple:
+        """Write a carry as a hidden state at ``offset``, or into the carry part of the internal state there."""
+        return self.hidden.store(pools, leaves, None, self._carry_start(offset, in_internal))
+
+    def load_carry(self, pools: tuple, offset, in_internal) -> list:
+        """Read a carry from a hidden state at ``offset``, or from the carry part of the internal state there."""
+        return self.hidden.load(pools, None, self._carry_start(offset, in_internal))
+
 
 class Item:
     """A fixed list of leaves, laid out in the pools: the leaves of each dtype back to back."""
@@ -71,27 +86,30 @@ class Item:
                     start += _size(aval)
             self.parts.append((part, start))
 
-    def store(self, pools: tuple, leaves, offset) -> tuple:
-        """Write ``leaves`` at quantum ``offset`` (a traced integer) of the pools."""
+    def _starts(self, offset, starts):
+        return starts if starts is not None else [offset * per_quantum for per_quantum in self.layout.per_quantum]
+
+    def store(self, pools: tuple, leaves, offset, starts=None) -> tuple:
+        """Write ``leaves`` at quantum ``offset`` (a traced integer) of the pools, or at element ``starts``."""
         out = []
-        for pool, per_quantum, (part, count) in zip(pools, self.layout.per_quantum, self.parts):
+        for pool, start, (part, count) in zip(pools, self._starts(offset, starts), self.parts):
             if count == 0 or count > pool.shape[0]:  # a pool too small is never written by its schedule
                 out.append(pool)
                 continue
             data = jnp.concatenate([jnp.ravel(leaves[index]).astype(pool.dtype) for index, _, _ in part])
-            out.append(jax.lax.dynamic_update_slice(pool, data, (offset * per_quantum,)))
+            out.append(jax.lax.dynamic_update_slice(pool, data, (start,)))
         return tuple(out)
 
-    def load(self, pools: tuple, offset) -> list:
-        """Read the leaves back from quantum ``offset``."""
+    def load(self, pools: tuple, offset, starts=None) -> list:
+        """Read the leaves back from quantum ``offset``, or from element ``starts``."""
         leaves = [None] * len(self.avals)
-        for pool, per_quantum, (part, count) in zip(pools, self.layout.per_quantum, self.parts):
+        for pool, begin, (part, count) in zip(pools, self._starts(offset, starts), self.parts):
             if count == 0:
                 continue
             if count > pool.shape[0]:  # never read by its schedule; keeps unreachable branches traceable
                 data = jnp.zeros((count,), pool.dtype)
             else:
-                data = jax.lax.dynamic_slice(pool, (offset * per_quantum,), (count,))
+                data = jax.lax.dynamic_slice(pool, (begin,), (count,))
             for index, start, size in part:
                 leaves[index] = data[start: start + size].reshape(self.avals[index].shape)
         return leaves

@@ -18,7 +18,7 @@ import jax
 
 from memjax._budget import parse_budget
 from memjax._checks import check_arguments, closure_convert, example_arguments
-from memjax._executor import Executor
+from memjax._executor import make_executor
 from memjax._keys import carry_keys_as_data, data_to_keys
 from memjax._measure import measure_step
 from memjax._plan import SCAN_KINDS, ScanPlan, check_kind, plan, plan_fastest
@@ -110,7 +110,7 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
         body = f if checkpoint_policy is None else jax.checkpoint(f, policy=checkpoint_policy)
         carry, ys = jax.lax.scan(body, init, xs, plan.length, reverse=reverse, unroll=unroll)
     else:
-        executor = Executor(step, plan, reverse, unroll)
+        executor = make_executor(step, plan, reverse, unroll)
         out = jax.eval_shape(executor.primal, consts, init, xs)
         carry, ys = ScanPrimitive(executor, consts, init, xs, out, effects)(consts, init, xs)
     return (carry if key_impls is None else data_to_keys(carry, key_impls)), ys
