@@ -6,6 +6,12 @@ constants, values computed from parameters only); those are *invariant*: memjax 
 of one per stored step. Others are the step's input ``x`` itself (a matmul's input, kept for the weight's
 gradient); memjax reads those back from ``xs`` instead of storing a copy. Both are found by an analysis of the
 traced residual computation.
+
+The order of the pullback's leaves is that of one trace: JAX may order the residuals of the same step
+differently when it is traced again elsewhere (a ``lax.cond`` in the step orders a carry it forwards as a
+residual by how the carry was produced). So the step's VJP is traced once, here, into a jaxpr
+(:meth:`StepSizes.vjp`), and every evaluation of it, when storing an internal state as when back-propagating
+from one, gives its leaves in the order that :attr:`StepSizes.pullback_tree` expects.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ class StepSizes:
       residual_avals: shapes and dtypes of all residual leaves, in pullback order.
       varies: for each residual leaf, whether it depends on the step's carry or input.
       from_x: for each residual leaf, the index of the leaf of ``x`` that it is, or ``-1``.
+      vjp_jaxpr: the step's forward pass under ``jax.vjp``, traced once: it maps the leaves of
+        ``(consts, carry, x)`` to those of ``(carry, y)`` followed by the residual leaves.
+      out_tree: tree structure of ``(carry, y)``.
     """
 
     carry_bytes: int
@@ -52,6 +61,14 @@ class StepSizes:
     residual_avals: tuple = dataclasses.field(repr=False)
     varies: tuple = dataclasses.field(repr=False)
     from_x: tuple = dataclasses.field(repr=False)
+    vjp_jaxpr: Any = dataclasses.field(default=None, repr=False, compare=False)
+    out_tree: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def vjp(self, consts, carry, x):
+        """``((carry, y), residual leaves)`` of one step, the leaves in :attr:`pullback_tree`'s order."""
+        flat = jex.jaxpr_as_fun(self.vjp_jaxpr)(*jax.tree_util.tree_leaves((consts, carry, x)))
+        n = self.out_tree.num_leaves
+        return jax.tree_util.tree_unflatten(self.out_tree, flat[:n]), list(flat[n:])
 
     @property
     def internal_bytes(self) -> int:
@@ -85,38 +102,37 @@ def measure_step(step: Callable, consts, carry, x) -> StepSizes:
       consts, carry, x: example arguments (arrays, tracers or ``jax.ShapeDtypeStruct``).
     """
 
-    def residuals(consts, carry, x):
-        _, pullback = jax.vjp(step, consts, carry, x)
-        return pullback
+    def forward(consts, carry, x):
+        return jax.vjp(step, consts, carry, x)
 
-    pullback = jax.eval_shape(residuals, consts, carry, x)
+    closed, (out, pullback) = jax.make_jaxpr(forward, return_shape=True)(consts, carry, x)
+    out_tree = jax.tree_util.tree_structure(out)
     leaves, tree = jax.tree_util.tree_flatten(pullback)
-    varies, from_x = _depends_on_inputs(
-        lambda c, h, z: jax.tree_util.tree_leaves(residuals(c, h, z)), consts, carry, x)
+    n_args = len(jax.tree_util.tree_leaves((consts, carry)))
+    varies, from_x = _depends_on_inputs(closed.jaxpr, len(jax.tree_util.tree_leaves(consts)), n_args,
+                                        out_tree.num_leaves)
     per_step = [leaf for leaf, keep in zip(leaves, _stored(varies, from_x)) if keep]
     invariant = [leaf for leaf, v in zip(leaves, varies) if not v]
     carry_avals = tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in jax.tree_util.tree_leaves(carry))
     return StepSizes(tree_bytes(carry), tree_bytes(per_step), tree_bytes(invariant), carry_avals, tree,
                      tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves), tuple(varies),
-                     tuple(from_x))
+                     tuple(from_x), closed, out_tree)
 
 
-def _depends_on_inputs(fn: Callable, consts, carry, x) -> tuple[list[bool], list[int]]:
-    """For each output leaf of ``fn(consts, carry, x)``: does it depend on ``carry`` or ``x``, and which leaf of
-    ``x`` is it, if it is one unchanged (``-1`` otherwise)?
+def _depends_on_inputs(jaxpr, n_consts: int, n_args: int, n_out: int) -> tuple[list[bool], list[int]]:
+    """For each residual output of ``jaxpr`` (those after the first ``n_out``): does it depend on the carry or
+    ``x`` (the inputs after the first ``n_consts``), and which leaf of ``x`` (the inputs after the first
+    ``n_args``) is it, if it is one unchanged (``-1`` otherwise)?
 
-    A forward dependency analysis over the traced jaxpr; an equation with any dependent input makes all its
-    outputs dependent (conservative for equations with sub-jaxprs).
+    A forward dependency analysis; an equation with any dependent input makes all its outputs dependent
+    (conservative for equations with sub-jaxprs).
     """
-    closed = jax.make_jaxpr(fn)(consts, carry, x)
-    jaxpr = closed.jaxpr
-    n_consts = len(jax.tree_util.tree_leaves(consts))
-    n_carry = len(jax.tree_util.tree_leaves(carry))
     dependent = set(jaxpr.invars[n_consts:])
     for eqn in jaxpr.eqns:
         if any(not isinstance(v, jex.Literal) and v in dependent for v in eqn.invars):
             dependent.update(eqn.outvars)
-    x_index = {v: j for j, v in enumerate(jaxpr.invars[n_consts + n_carry:])}
-    varies = [not isinstance(v, jex.Literal) and v in dependent for v in jaxpr.outvars]
-    from_x = [-1 if isinstance(v, jex.Literal) else x_index.get(v, -1) for v in jaxpr.outvars]
+    x_index = {v: j for j, v in enumerate(jaxpr.invars[n_args:])}
+    outvars = jaxpr.outvars[n_out:]
+    varies = [not isinstance(v, jex.Literal) and v in dependent for v in outvars]
+    from_x = [-1 if isinstance(v, jex.Literal) else x_index.get(v, -1) for v in outvars]
     return varies, from_x

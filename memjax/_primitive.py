@@ -60,15 +60,18 @@ class ScanPrimitive(VJPHiPrimitive):
     def expand(self, consts, init, xs):
         return self.executor.primal(consts, init, xs)
 
+    # The sweeps run under jax.jit: outside a jit (eager jax.grad, jax.hessian) they are then one program each
+    # rather than op-by-op dispatch, and XLA compiles them whole (XLA:CPU in jax 0.10 fails to compile some of
+    # their loops on their own under vmap of jvp, as eager jax.hessian makes them).
     def vjp_fwd(self, nonzeros, consts, init, xs):
-        out, residuals = self.executor.forward(consts, init, xs)
+        out, residuals = jax.jit(self.executor.forward)(consts, init, xs)
         flags = tuple(tuple(jax.tree_util.tree_leaves(tree)) for tree in nonzeros)
         return out, (residuals, _Perturbed(flags))
 
     def vjp_bwd_retval(self, residuals, cotangents):
         residuals, perturbed = residuals
         cotangents = jax.tree_util.tree_map(_instantiate, cotangents, is_leaf=_is_zero)
-        return self.executor.backward(residuals, perturbed.flags, cotangents)
+        return jax.jit(lambda r, c: self.executor.backward(r, perturbed.flags, c))(residuals, cotangents)
 
     def jvp(self, primals, tangents):
         return jax.jvp(self.executor.primal, primals, self._tangents(tangents))

@@ -332,8 +332,13 @@ def test_string_leaf_in_init():
 
 
 def test_string_leaf_in_xs():
-    with pytest.raises((TypeError, ValueError), match="xs"):
-        memjax.scan(lambda c, x: (c, None), jnp.zeros(2), {"u": XS, "name": "lstm"})
+    """lax.scan's own exception and text."""
+    xs = {"u": XS, "name": "lstm"}
+    with pytest.raises(TypeError) as theirs:
+        jax.lax.scan(lambda c, x: (c, None), jnp.zeros(2), xs)
+    with pytest.raises(TypeError, match="'lstm'") as ours:
+        memjax.scan(lambda c, x: (c, None), jnp.zeros(2), xs)
+    assert str(ours.value).splitlines()[0] == str(theirs.value).splitlines()[0]
 
 
 # ------------------------------------------------------------------------------------------------------------------
