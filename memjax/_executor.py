@@ -19,22 +19,16 @@ not grow with the sequence length.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from memjax._pipeline import INIT, KEEP, LOAD_INTERNAL, Pipeline
 from memjax._pool import PoolLayout
-from memjax._schedule import Op, Schedule
+from memjax._schedule import Op
+from memjax._tables import compile_tables
 
-__all__ = ["Executor", "Interpreter", "Pipelined", "Tables", "compile_tables", "make_executor", "zero_cotangent"]
-
-# lax.conds that an interpreter row evaluates, and a forward-sweep step: see Interpreter.
-_CONDS_PER_ROW = 7
-_CONDS_PER_FORWARD_STEP = 2
-
+__all__ = ["Executor", "Interpreter", "Pipelined", "make_executor", "zero_cotangent"]
 
 def _is_float(aval) -> bool:
     return jnp.issubdtype(aval.dtype, jnp.inexact)
@@ -78,59 +72,6 @@ def _fill(wanted, leaves, avals):
     """Put ``leaves`` where ``wanted`` and zero cotangents elsewhere."""
     it = iter(leaves)
     return [next(it) if w else zero_cotangent(aval) for aval, w in zip(avals, wanted)]
-
-
-@dataclasses.dataclass(frozen=True)
-class Tables:
-    """The schedule as integer tables for the executor (offsets in quanta, -1 for none).
-
-    Forward sweep, one entry per step ``k = 1..t``: ``save_hidden[k-1]`` is where ``h_{k-1}`` goes before step
-    ``k``, ``save_internal[k-1]`` where ``I_k`` goes. Backward sweep: the schedule's actions after the first
-    backward step, one row per action and step: ``ADVANCE`` from ``a`` to ``b`` becomes ``b - a`` rows that each
-    run one step (``start`` is the position before it), ``FREE`` is dropped (it only matters to the
-    accounting), and restoring the initial carry is coded as ``RESTORE_HIDDEN`` with offset -1.
-    """
-
-    save_hidden: np.ndarray
-    save_internal: np.ndarray
-    op: np.ndarray
-    start: np.ndarray
-    offset: np.ndarray
-
-    @property
-    def rows(self) -> int:
-        return int(self.op.shape[0])
-
-
-def compile_tables(schedule: Schedule) -> Tables:
-    t = schedule.length
-    first = schedule.first_backward
-    save_hidden = np.full(t, -1, np.int32)
-    save_internal = np.full(t, -1, np.int32)
-    position = 0
-    for op, a, b, off in zip(schedule.op[:first], schedule.start[:first], schedule.stop[:first],
-                             schedule.offset[:first]):
-        if op == Op.ADVANCE:
-            position = b
-        elif op == Op.SAVE_HIDDEN:
-            save_hidden[a] = off
-        elif op == Op.SAVE_INTERNAL:
-            save_internal[a] = off
-            position = a + 1
-    if position != t - 1 or (schedule.op[first], schedule.start[first]) != (Op.BACKWARD, t - 1):
-        raise AssertionError("a schedule's first sweep must end by back-propagating the last step")  # pragma: no cover
-    rest = slice(first + 1, None)
-    op, start, stop, offset = (column[rest] for column in (schedule.op, schedule.start, schedule.stop,
-                                                           schedule.offset))
-    keep = op != Op.FREE
-    op, start, stop, offset = op[keep], start[keep], stop[keep], offset[keep]
-    # One row per step of an ADVANCE: repeat its row (b - a) times, with start a, a + 1, ..., b - 1.
-    repeats = np.where(op == Op.ADVANCE, stop - start, 1)
-    first_of_row = np.repeat(np.cumsum(repeats) - repeats, repeats)
-    within = np.arange(int(repeats.sum())) - first_of_row
-    op, start, offset = (np.repeat(column, repeats) for column in (op, start, offset))
-    start = (start + within).astype(np.int32)
-    return Tables(save_hidden, save_internal, op.astype(np.int32), start, offset.astype(np.int32))
 
 
 def _when(predicate, update, operand):
@@ -204,8 +145,8 @@ class Executor:
         return self.step(carry, x, *consts)
 
     def _vjp(self, consts, carry, x):
-        (new, y), pullback = jax.vjp(self._step, consts, carry, x)
-        return new, y, jax.tree_util.tree_leaves(pullback)
+        (new, y), leaves = self.plan.sizes.vjp(consts, carry, x)
+        return new, y, leaves
 
     def _internal_item(self, leaves, new):
         """What a stored internal state holds: the residual leaves stored per step, then the carry after it."""
@@ -334,7 +275,8 @@ class Interpreter(Executor):
     """Runs any schedule one action and step per row.
 
     Forward sweep: one loop over the steps, with a ``lax.cond`` each for storing a hidden and an internal
-    state. Backward sweep: one loop over the rows, each row one ``lax.cond`` per kind of action, each either
+    state. Backward sweep: one loop over the rows, each row one ``lax.cond`` per kind of action (seven; the
+    counts are :mod:`memjax._tables`'s, and a test checks them against the program), each either
     updating its part of the state or passing it through. XLA then updates the pools and the cotangent buffers
     in place; a single ``lax.switch`` over all actions made it copy the whole pool on every row, and branches
     that return zeros for what they do not compute would materialise parameter-sized arrays on every row.
@@ -352,7 +294,7 @@ class Interpreter(Executor):
 
     @property
     def conditionals(self) -> int:
-        return _CONDS_PER_FORWARD_STEP * max(self.plan.length - 1, 0) + _CONDS_PER_ROW * self.tables.rows
+        return self.tables.conditionals
 
     def forward(self, consts, init, xs):
         t, tables, layout = self.plan.length, self.tables, self.layout

@@ -29,7 +29,12 @@ class Explanation:
       working_bytes: the transient working set outside the budget: one step's residuals, the stored item being
         saved or loaded, the carry cotangent and register, parameter-cotangent accumulators, and the ``ys`` and
         ``xs``-cotangent buffers.
-      forwards_per_step: predicted forward evaluations per step (1 for standard BPTT).
+      forwards_per_step: forward evaluations per step as executed (1 for standard BPTT); a pipelined
+        executor may make a few more than the policy's ``cost``.
+      executor: how the backward sweep runs: ``"lax.scan"``, ``"pipelined"`` (loops of uniform bodies) or
+        ``"interpreter"`` (one row per action); see :mod:`memjax._executor`.
+      conditionals: conditionals the gradient evaluates (each a dispatch on an accelerator); no loop of the
+        executor has a dynamic trip count.
       store_all_bytes: what standard BPTT (``jax.lax.scan``) stores for the same step.
     """
 
@@ -43,6 +48,8 @@ class Explanation:
     working_bytes: int
     forwards_per_step: float
     store_all_bytes: int
+    executor: str = "lax.scan"
+    conditionals: int = 0
 
     def __str__(self) -> str:
         plan = self.plan
@@ -60,7 +67,10 @@ class Explanation:
             ("stored at peak", f"{format_bytes(self.stored_bytes)}  "
                                f"({self.stored_bytes / max(self.store_all_bytes, 1):.1%} of store_all)"),
             ("working set", format_bytes(self.working_bytes)),
-            ("forwards per step", f"{self.forwards_per_step:.3f}"),
+            ("forwards per step", f"{self.forwards_per_step:.3f}" + (
+                f"  (the policy's own: {policy.cost / plan.length:.3f})"
+                if policy is not None and policy.cost != plan.forward_count else "")),
+            ("executor", _EXECUTORS[self.executor].format(self.conditionals)),
             ("store_all (lax.scan)", f"{format_bytes(self.store_all_bytes)}, 1.000 forwards per step"),
         ]
         for kind, forwards, seconds in plan.predictions:
@@ -68,12 +78,19 @@ class Explanation:
                                           f"predicted {seconds * 1e3:.3g} ms"))
         if policy is not None:
             schedule = plan.schedule
-            rows.insert(6, ("slots", f"{schedule.hidden_slots} hidden + {schedule.internal_slots} internal"))
+            rows.insert(6, ("policy slots", f"{schedule.hidden_slots} hidden + {schedule.internal_slots} internal"))
         width = max(len(name) for name, _ in rows)
         return "memjax.explain\n" + "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
 
     def _repr_pretty_(self, printer, cycle):  # IPython
         printer.text(str(self))
+
+
+_EXECUTORS = {
+    "lax.scan": "jax.lax.scan (stores every internal state)",
+    "pipelined": "pipelined, {} conditionals per gradient",
+    "interpreter": "interpreter (one row per action), {} conditionals per gradient",
+}
 
 
 def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", checkpoint_policy=None,
@@ -98,7 +115,8 @@ def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", ch
         plan=plan, carry_bytes=sizes.carry_bytes, internal_bytes=sizes.internal_bytes,
         invariant_bytes=sizes.invariant_bytes, alpha=sizes.alpha, budget_bytes=plan.budget_bytes,
         stored_bytes=plan.stored_bytes, working_bytes=working,
-        forwards_per_step=plan.forward_count / max(plan.length, 1), store_all_bytes=plan.store_all_bytes)
+        forwards_per_step=plan.forward_count / max(plan.length, 1), store_all_bytes=plan.store_all_bytes,
+        executor=plan.executor, conditionals=plan.conditionals)
     if verbose:
         print(explanation)
     return explanation

@@ -1,12 +1,14 @@
 """Pipelined execution of a schedule: a few loops with static trip counts and uniform bodies (pure numpy).
 
-A schedule of the two-forward family (every policy whose backward sweep only restores, stores internal states
-and back-propagates: the default budget, Chen, the flat parts of MSM) recomputes segments one after the other:
-restore the segment's checkpoint, run its steps storing their internal states, back-propagate them. Run as one
-action per row, every step pays a dispatch. Here the same work is re-timed into a pipeline: the backward sweep
-back-propagates one step per iteration and, in the same iteration, recomputes one step of the segments still to
-come (the *forward stream*: the schedule's recomputations in their order). Each iteration then has the same
-shape, so the sweep is a handful of ``lax.scan``s with static trip counts and no conditionals inside:
+A schedule whose backward sweep stores no hidden state (every policy but HSM's and MSM's binomial-like parts:
+the default budget, Chen, ISM, most MSM budgets) recomputes segments one after the other: restore the segment's
+checkpoint, run its steps storing their internal states (or advancing without storing), back-propagate them.
+Run as one action per row, every step pays a dispatch. Here the same work is re-timed into a pipeline: the
+backward sweep back-propagates one step per iteration and, in the same iteration, recomputes one step of the
+segments still to come (the *forward stream*: the schedule's recomputations in their order; a step the schedule
+advances through is run the same way, its internal state written to a slot that is free again at once). Each
+iteration then has the same shape, so the sweep is a handful of ``lax.scan``s with static trip counts and no
+conditionals inside:
 
 * *lead-in*: the first ``lead`` forwards, before any step is back-propagated;
 * *main*: ``chunks`` chunks of ``chunk`` iterations, each iteration one backward step and one forward; before
@@ -102,22 +104,22 @@ class Pipeline:
 def pipeline(schedule: Schedule, chunk: int = CHUNK, stack_quanta: int | None = None) -> Pipeline | None:
     """The pipelined form of ``schedule``, or ``None`` if it is not of the two-forward family or the pipeline
     would need more than ``stack_quanta`` (default: the schedule's own stack)."""
-    t, s, i = schedule.length, schedule.hidden_quanta, schedule.internal_quanta
+    t = schedule.length
     if stack_quanta is None:
         stack_quanta = schedule.stack_quanta
     if t < 2:
         return None
-    first = _first_sweep(schedule)
-    if first is None:
-        return None
-    hidden, internal, run_start, checkpoints, writes = first
     stream = _forward_stream(schedule)
     if stream is None:
         return None
-    forward_step, restore_kind, restore_source = stream
+    forward_step, restore_kind, restore_source, kept = stream
+    first = _first_sweep(schedule, set(restore_source[restore_kind == LOAD_HIDDEN].tolist()))
+    if first is None:
+        return None
+    hidden, internal, run_start, checkpoints, writes = first
 
     # Which forward (or first-sweep item) each backward step j (step t - 1 - j) reads.
-    produced = {int(k): j for j, k in enumerate(forward_step)}
+    produced = {int(k): j for j, k in enumerate(forward_step) if kept[j]}
     need = np.zeros(t - 1, np.int64)  # forwards that must be done before backward step j
     for j in range(t - 1):
         k = t - 1 - j
@@ -130,7 +132,7 @@ def pipeline(schedule: Schedule, chunk: int = CHUNK, stack_quanta: int | None = 
     if timing is None:
         return None
     lead, chunks, remainder, extra, done_before = timing
-    placed = _place(schedule, forward_step, restore_kind, restore_source, hidden, internal, done_before,
+    placed = _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before,
                     stack_quanta)
     if placed is None:
         return None
@@ -157,8 +159,10 @@ def pipeline(schedule: Schedule, chunk: int = CHUNK, stack_quanta: int | None = 
         forward_count=t + len(checkpoints) + len(forward_step))
 
 
-def _first_sweep(schedule: Schedule):
+def _first_sweep(schedule: Schedule, restored: set):
     """What the forward sweep stores: ``None`` unless it is hidden states, internal states and a final run.
+
+    Hidden states whose offset is not in ``restored`` are never read, and not stored.
 
     Returns ``(hidden, internal, run_start, checkpoints, writes)``: the schedule's offsets of ``h_a`` by position
     and of ``I_k`` by step, the first step of the run of internal states that ends at step ``length - 1``, the
@@ -169,7 +173,7 @@ def _first_sweep(schedule: Schedule):
     hidden = {}  # position a -> offset of h_a
     internal = {}  # step k -> offset of I_k
     for op, a, off in zip(schedule.op[:first], schedule.start[:first], schedule.offset[:first]):
-        if op == Op.SAVE_HIDDEN:
+        if op == Op.SAVE_HIDDEN and int(off) in restored:
             hidden[int(a)] = int(off)
         elif op == Op.SAVE_INTERNAL:
             internal[int(a) + 1] = int(off)
@@ -189,12 +193,14 @@ def _first_sweep(schedule: Schedule):
 
 
 def _forward_stream(schedule: Schedule):
-    """The backward sweep's recomputations in order, with the restore before each; ``None`` if it does more."""
-    t, first = schedule.length, schedule.first_backward
-    steps, kinds, sources = [], [], []
+    """The backward sweep's recomputations in order, with the restore before each and whether the internal state
+    is kept (an ``ADVANCE``'s steps are not); ``None`` if the sweep also stores hidden states."""
+    first = schedule.first_backward
+    steps, kinds, sources, kept = [], [], [], []
     pending = None
     register = None
-    for op, a, off in zip(schedule.op[first + 1:], schedule.start[first + 1:], schedule.offset[first + 1:]):
+    for op, a, b, off in zip(schedule.op[first + 1:], schedule.start[first + 1:], schedule.stop[first + 1:],
+                             schedule.offset[first + 1:]):
         op, a, off = int(op), int(a), int(off)
         if op == Op.RESTORE_HIDDEN:
             pending = (INIT, -1) if off < 0 else (LOAD_HIDDEN, off)
@@ -209,13 +215,26 @@ def _forward_stream(schedule: Schedule):
             steps.append(a + 1)
             kinds.append(kind)
             sources.append(source)
+            kept.append(True)
             pending = None
             register = a + 1 if op == Op.SAVE_INTERNAL else None
+        elif op == Op.ADVANCE:  # forwards whose internal states are not kept
+            if register != a:
+                return None  # pragma: no cover - simulate() guarantees it
+            for k in range(a + 1, int(b) + 1):
+                kind, source = pending if pending is not None else (KEEP, -1)
+                steps.append(k)
+                kinds.append(kind)
+                sources.append(source)
+                kept.append(False)
+                pending = None
+            register = int(b)
         elif op in (Op.BACKWARD_STORED, Op.FREE):
             continue
         else:
-            return None  # ADVANCE or SAVE_HIDDEN after the first backward step: not this family
-    return np.array(steps, np.int32), np.array(kinds, np.int32), np.array(sources, np.int32)
+            return None  # SAVE_HIDDEN after the first backward step: not this family
+    return (np.array(steps, np.int32), np.array(kinds, np.int32), np.array(sources, np.int32),
+            np.array(kept, bool))
 
 
 def _timing(forwards: int, need: np.ndarray, chunk: int):
@@ -252,7 +271,7 @@ def _timing(forwards: int, need: np.ndarray, chunk: int):
     return None
 
 
-def _place(schedule, forward_step, restore_kind, restore_source, hidden, internal, done_before,
+def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before,
            stack_quanta):
     """Place every stored item by simulating the pipeline in program order.
 
@@ -315,8 +334,12 @@ def _place(schedule, forward_step, restore_kind, restore_source, hidden, interna
                 live_hidden.discard(a)
         elif kind == LOAD_INTERNAL:
             restore_slot[j] = slot_of[int(forward_step[j]) - 1]
-        forward_slot[j] = slot_of[int(forward_step[j])] = slots.take()
+        forward_slot[j] = slots.take()
         peak = max(peak, extent())
+        if kept[j]:
+            slot_of[int(forward_step[j])] = int(forward_slot[j])
+        else:  # written and never read: the slot is free again for the next forward
+            slots.free(int(forward_slot[j]))
     while b < n:
         b = backward(b)
     if peak > stack_quanta:

@@ -15,6 +15,7 @@ Budget semantics:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,7 @@ from memjax._pipeline import Pipeline, pipeline
 from memjax._pool import PoolLayout
 from memjax._schedule import Schedule
 from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
+from memjax._tables import compile_tables
 
 __all__ = ["ScanPlan", "SCAN_KINDS", "plan", "plan_fastest", "check_kind"]
 
@@ -88,6 +90,14 @@ class ScanPlan:
             return self.length
         return self.policy.cost if self.pipeline is None else self.pipeline.forward_count
 
+    @functools.cached_property
+    def conditionals(self) -> int:
+        """Conditionals the gradient evaluates (no loop of the executor has a dynamic trip count): one per chunk
+        of a pipeline's main loop, or seven per row of the interpreter and two per step of its forward sweep."""
+        if self.policy is None:
+            return 0
+        return self.pipeline.conditionals if self.pipeline is not None else compile_tables(self.schedule).conditionals
+
     @property
     def executor(self) -> str:
         """How the backward sweep runs: ``"lax.scan"``, ``"pipelined"`` or ``"interpreter"``."""
@@ -133,6 +143,7 @@ def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None) -> Sca
 # A pipeline may replace the policy's by one solved for less memory (so that the pipeline fits the budget) if it
 # makes at most this many more forwards; below that, the policy runs one action per row.
 _PIPELINE_EXTRA_FORWARDS = 0.02
+_PIPELINE_TRIES = 8
 
 
 def _solve(length, budget_bytes, quantum, s, alpha, kind) -> Policy:
@@ -145,25 +156,22 @@ def _pipelined_within(length, budget_bytes, quantum, s, alpha, kind):
     is too large, the pipeline of a policy solved for less memory that makes at most 2% more forwards."""
     policy = _solve(length, budget_bytes, quantum, s, alpha, kind)
     stack = policy.budget_quanta - policy.hidden_quanta  # the stack the budget allows
-    pipe = pipeline(policy.schedule(), stack_quanta=stack)
-    smaller = budget_bytes
-    for _ in range(3):  # each try asks for less memory by what the last pipeline needed beyond the budget
-        if pipe is not None:
+    internal_quanta = policy.internal_quanta
+    candidate, cut = policy, 0
+    for _ in range(_PIPELINE_TRIES):
+        pipe = pipeline(candidate.schedule(), stack_quanta=1 << 62)
+        if pipe is None or pipe.forward_count > policy.cost * (1 + _PIPELINE_EXTRA_FORWARDS):
             break
-        unbounded = pipeline(_solve(length, smaller, quantum, s, alpha, kind).schedule(), stack_quanta=1 << 62)
-        if unbounded is None:
-            break
-        smaller -= (unbounded.stack_quanta - stack) * quantum
+        if pipe.stack_quanta <= stack:
+            return candidate, pipe
+        # Ask for less memory by what the pipeline overshoots, and by at least one internal state: the
+        # pipeline's stack falls in steps of internal states.
+        cut += max(pipe.stack_quanta - stack, internal_quanta)
         try:
-            candidate = _solve(length, smaller, quantum, s, alpha, kind)
-        except ValueError:
+            candidate = _solve(length, budget_bytes - cut * quantum, quantum, s, alpha, kind)
+        except ValueError:  # below the least memory
             break
-        pipe = pipeline(candidate.schedule(), stack_quanta=stack)
-        if pipe is not None and pipe.forward_count <= policy.cost * (1 + _PIPELINE_EXTRA_FORWARDS):
-            policy = candidate
-        else:
-            pipe = None
-    return policy, pipe
+    return policy, None
 
 
 def _pipelined_default(length, budget_bytes, quantum, s, alpha, kind):

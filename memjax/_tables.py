@@ -1,0 +1,77 @@
+"""The schedule as integer tables for the row interpreter (:class:`memjax._executor.Interpreter`); pure numpy.
+
+The interpreter runs the forward sweep as one loop over the steps, with two ``lax.cond`` per step (store a hidden
+state, store an internal state), and the backward sweep as one loop over rows, one row per action and step, each
+row seven ``lax.cond`` (one per kind of action). :attr:`Tables.conditionals` counts them per gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from memjax._schedule import Op, Schedule
+
+__all__ = ["Tables", "compile_tables", "CONDS_PER_ROW", "CONDS_PER_FORWARD_STEP"]
+
+CONDS_PER_ROW = 7
+CONDS_PER_FORWARD_STEP = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Tables:
+    """The schedule as integer tables for the executor (offsets in quanta, -1 for none).
+
+    Forward sweep, one entry per step ``k = 1..t``: ``save_hidden[k-1]`` is where ``h_{k-1}`` goes before step
+    ``k``, ``save_internal[k-1]`` where ``I_k`` goes. Backward sweep: the schedule's actions after the first
+    backward step, one row per action and step: ``ADVANCE`` from ``a`` to ``b`` becomes ``b - a`` rows that each
+    run one step (``start`` is the position before it), ``FREE`` is dropped (it only matters to the
+    accounting), and restoring the initial carry is coded as ``RESTORE_HIDDEN`` with offset -1.
+    """
+
+    save_hidden: np.ndarray
+    save_internal: np.ndarray
+    op: np.ndarray
+    start: np.ndarray
+    offset: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return int(self.op.shape[0])
+
+    @property
+    def conditionals(self) -> int:
+        """Conditionals the interpreter evaluates per gradient (steps ``1..t-1`` of the forward sweep, rows)."""
+        return CONDS_PER_FORWARD_STEP * max(len(self.save_hidden) - 1, 0) + CONDS_PER_ROW * self.rows
+
+
+def compile_tables(schedule: Schedule) -> Tables:
+    t = schedule.length
+    first = schedule.first_backward
+    save_hidden = np.full(t, -1, np.int32)
+    save_internal = np.full(t, -1, np.int32)
+    position = 0
+    for op, a, b, off in zip(schedule.op[:first], schedule.start[:first], schedule.stop[:first],
+                             schedule.offset[:first]):
+        if op == Op.ADVANCE:
+            position = b
+        elif op == Op.SAVE_HIDDEN:
+            save_hidden[a] = off
+        elif op == Op.SAVE_INTERNAL:
+            save_internal[a] = off
+            position = a + 1
+    if position != t - 1 or (schedule.op[first], schedule.start[first]) != (Op.BACKWARD, t - 1):
+        raise AssertionError("a schedule's first sweep must end by back-propagating the last step")  # pragma: no cover
+    rest = slice(first + 1, None)
+    op, start, stop, offset = (column[rest] for column in (schedule.op, schedule.start, schedule.stop,
+                                                           schedule.offset))
+    keep = op != Op.FREE
+    op, start, stop, offset = op[keep], start[keep], stop[keep], offset[keep]
+    # One row per step of an ADVANCE: repeat its row (b - a) times, with start a, a + 1, ..., b - 1.
+    repeats = np.where(op == Op.ADVANCE, stop - start, 1)
+    first_of_row = np.repeat(np.cumsum(repeats) - repeats, repeats)
+    within = np.arange(int(repeats.sum())) - first_of_row
+    op, start, offset = (np.repeat(column, repeats) for column in (op, start, offset))
+    start = (start + within).astype(np.int32)
+    return Tables(save_hidden, save_internal, op.astype(np.int32), start, offset.astype(np.int32))

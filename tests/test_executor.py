@@ -1,0 +1,134 @@
+"""The executors (memjax._executor): which one runs a plan, what its backward sweep dispatches, and gradients of
+the pipelined executor against lax.scan, first and second order.
+
+Dispatch is counted in the very program JAX builds: every ``cond`` in the gradient's jaxpr, multiplied by the
+trip counts of the ``scan``s around it; a ``while`` (a loop whose trip count XLA cannot see) fails the count.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.extend.core
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import memjax
+from helpers import assert_trees_close, lstm_init, lstm_params, lstm_step
+
+B, H, NIN = 2, 4, 3
+KEY = jax.random.PRNGKey(0)
+P = lstm_params(jax.random.fold_in(KEY, 1), NIN, H)
+INIT = lstm_init(B, H, key=jax.random.fold_in(KEY, 2))
+
+
+def xs_of(t):
+    return jax.random.normal(jax.random.fold_in(KEY, t), (t, B, NIN))
+
+
+def count_dispatch(jaxpr) -> int:
+    """Conditionals the jaxpr evaluates: each ``cond`` counts once plus its costliest branch, a ``scan`` its body
+    times its length. Raises on a ``while``: its trip count is not static."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "while":
+            raise AssertionError("a while loop: a trip count XLA cannot see")
+        if name == "cond":
+            total += 1 + max(count_dispatch(branch.jaxpr) for branch in eqn.params["branches"])
+        elif name == "scan":
+            total += eqn.params["length"] * count_dispatch(eqn.params["jaxpr"].jaxpr)
+        else:
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                total += count_dispatch(sub)
+    return total
+
+
+def loss(params, init, xs, memory, kind, reverse=False):
+    carry, ys = memjax.scan(functools.partial(lstm_step, params), init, xs, memory=memory, kind=kind,
+                            reverse=reverse)
+    return jnp.sum(carry[0] * carry[1]) + jnp.sum(jnp.sin(ys))
+
+
+def lax_loss(params, init, xs, reverse=False):
+    carry, ys = jax.lax.scan(functools.partial(lstm_step, params), init, xs, reverse=reverse)
+    return jnp.sum(carry[0] * carry[1]) + jnp.sum(jnp.sin(ys))
+
+
+def plan_of(t, memory, kind="msm"):
+    return memjax.plan_scan(functools.partial(lstm_step, P), INIT, xs_of(t), memory=memory, kind=kind)
+
+
+# (length, memory, kind) -> the executor expected. The pipelined cases include schedules that store hidden states,
+# checkpoints (internal states stored inside the first sweep) and advance without storing; an internal state of
+# this LSTM is 7 carries, so that small budgets leave no room for the pipeline's extra internal states and run
+# the interpreter; hsm stores hidden states in its backward sweep.
+CASES = [
+    (120, None, "msm", "pipelined"),
+    (120, None, "ism", "pipelined"),
+    (120, 0.3, "msm", "pipelined"),
+    (80, 0.1, "chen", "pipelined"),
+    (2, None, "msm", "pipelined"),
+    (50, 0.2, "msm", "interpreter"),
+    (40, 0.1, "hsm", "interpreter"),
+    (40, 1.0, "store_all", "lax.scan"),
+]
+
+
+@pytest.mark.parametrize("t, memory, kind, executor", CASES)
+def test_executor_and_its_dispatch(t, memory, kind, executor):
+    plan = plan_of(t, memory, kind)
+    assert plan.executor == executor
+    grad = jax.grad(loss, argnums=(0, 1, 2))
+    jaxpr = jax.make_jaxpr(grad, static_argnums=(3, 4))(P, INIT, xs_of(t), memory, kind).jaxpr
+    assert count_dispatch(jaxpr) == plan.conditionals
+    if executor == "pipelined":
+        assert plan.conditionals <= -(-t // plan.pipeline.chunk) + 1
+        assert plan.stored_bytes <= plan.budget_bytes
+
+
+@pytest.mark.parametrize("t, memory, kind, executor", [c for c in CASES if c[3] != "lax.scan"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradients_equal_lax_scan(t, memory, kind, executor, reverse):
+    xs = xs_of(t)
+    ours = jax.grad(loss, argnums=(0, 1, 2))(P, INIT, xs, memory, kind, reverse)
+    theirs = jax.grad(lax_loss, argnums=(0, 1, 2))(P, INIT, xs, reverse)
+    assert_trees_close(ours, theirs)
+
+
+def test_pipelined_second_order_equals_lax_scan():
+    xs = xs_of(120)
+    plan = plan_of(120, 0.3)
+    assert plan.executor == "pipelined" and len(plan.pipeline.checkpoint_step) > 0
+
+    def outer(memory):
+        def inner(params):
+            g = jax.grad(loss if memory != "lax" else lax_loss)
+            return jax.tree_util.tree_reduce(lambda a, b: a + jnp.sum(b ** 2),
+                                             g(params, INIT, xs, *(() if memory == "lax" else (memory, "msm"))), 0.0)
+        return jax.grad(inner)(P)
+
+    assert_trees_close(outer(0.3), outer("lax"), rtol=1e-4)
+
+
+@pytest.mark.parametrize("memory", [None, "5%"])
+def test_dispatch_of_the_papers_lstm(memory):
+    """LSTM in the paper's setting (256 units, batch 64), T=1000: at most T/10 conditionals per gradient."""
+    t, hidden, batch = 1000, 256, 64
+    params = {"W": jnp.zeros((hidden, 4 * hidden)), "U": jnp.zeros((hidden, 4 * hidden)), "b": jnp.zeros(4 * hidden)}
+    init = lstm_init(batch, hidden)
+    plan = memjax.plan_scan(functools.partial(lstm_step, params), init, jnp.zeros((t, batch, hidden)),
+                            memory=memory)
+    assert plan.executor == "pipelined"
+    assert plan.conditionals <= t // 10
+    assert plan.stored_bytes <= plan.budget_bytes
+    assert plan.forward_count <= 2 * t
+
+
+def test_interpreter_dispatch_is_counted_per_row():
+    plan = plan_of(40, 0.1, "hsm")
+    tables_rows = (plan.conditionals - 2 * 39) / 7
+    assert tables_rows == int(tables_rows) and tables_rows >= plan.forward_count - 40
+    np.testing.assert_equal(plan.executor, "interpreter")

@@ -1,0 +1,161 @@
+"""Tests of pipelined schedules (memjax._pipeline): the tables replayed on tags, independently of the executor.
+
+The replay follows the order in which memjax's Pipelined executor runs the tables (the forward sweep's carry
+writes, its run of internal states and its checkpoints; then the lead-in, the chunks with their optional extra
+forward, each iteration a forward and then a backward read, the remainder and the tail) and writes, for every
+stored item, a tag naming the state into each quantum it covers. A read checks that every quantum it covers still
+holds the state it expects, so a slot reused too early, two items that overlap, a restore from the wrong place or
+a backward step before its internal state was recomputed all fail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from memjax import solve
+from memjax._pipeline import INIT, KEEP, LOAD_HIDDEN, LOAD_INTERNAL, pipeline
+
+_QUANTA = {1.0: (1, 1), 1.5: (2, 3), 2.0: (1, 2), 7 / 3: (3, 7), 4.75: (4, 19)}
+
+
+def replay(pipe, s: int, i: int) -> int:
+    """Run the pipeline's tables on tags; returns the forward evaluations made."""
+    t = pipe.length
+    memory = np.full(pipe.stack_quanta, None, dtype=object)
+    forwards = 0
+
+    def write(offset, size, tag):
+        assert 0 <= offset and offset + size <= pipe.stack_quanta, f"{tag} written outside the stack"
+        memory[offset: offset + size] = [tag] * size
+
+    def read(offset, size, tag):
+        assert 0 <= offset and offset + size <= pipe.stack_quanta, f"{tag} read outside the stack"
+        held = set(memory[offset: offset + size])
+        assert held == {tag}, f"expected {tag} at {offset}, found {held}"
+
+    # Forward sweep. A carry written into an internal state's slot is h_{c-1}; the slot is then filled with I_c.
+    for k in range(1, pipe.carry_step + 1):
+        size = s if pipe.carry_kind[k - 1] == LOAD_HIDDEN else i
+        write(int(pipe.carry_offset[k - 1]), size, ("h", k - 1))
+    for k, offset in zip(range(pipe.run_start, t), pipe.run_offset):
+        write(int(offset), i, ("I", k))
+    forwards += t
+    for c, offset in zip(pipe.checkpoint_step, pipe.checkpoint_offset):
+        read(int(offset), i, ("h", int(c) - 1))
+        write(int(offset), i, ("I", int(c)))
+        forwards += 1
+
+    register = None  # the position whose carry the register holds
+    next_forward = 0
+
+    def forward():
+        nonlocal register, next_forward, forwards
+        j = next_forward
+        k, kind, source = int(pipe.forward_step[j]), int(pipe.restore_kind[j]), int(pipe.restore_offset[j])
+        if kind == KEEP:
+            assert register == k - 1, f"forward {j} keeps the register, which holds h_{register}, not h_{k - 1}"
+        elif kind == INIT:
+            assert k == 1
+        elif kind == LOAD_HIDDEN:
+            read(source, s, ("h", k - 1))
+        else:
+            assert kind == LOAD_INTERNAL
+            read(source, i, ("I", k - 1))  # an internal state holds the carry after its step
+        write(int(pipe.forward_offset[j]), i, ("I", k))
+        register, next_forward, forwards = k, j + 1, forwards + 1
+
+    def backward(b):
+        read(int(pipe.backward_offset[b]), i, ("I", t - 1 - b))
+
+    for _ in range(pipe.lead):
+        forward()
+    b = 0
+    sizes = [pipe.chunk] * pipe.chunks + ([pipe.remainder] if pipe.remainder else [])
+    assert len(pipe.extra) == len(sizes)
+    for extra, size in zip(pipe.extra, sizes):
+        if extra:
+            forward()
+        for _ in range(size):
+            forward()  # an iteration writes its forward, then reads its backward step
+            backward(b)
+            b += 1
+    assert next_forward == len(pipe.forward_step), "forwards left after the main loop"
+    while b < t - 1:
+        backward(b)
+        b += 1
+    return forwards
+
+
+def _policies():
+    for t in (2, 3, 5, 8, 13, 21, 40, 64, 100, 257):
+        for alpha, (s, i) in _QUANTA.items():
+            for kind in ("msm", "ism", "chen"):
+                for fraction in (0.03, 0.1, 0.3, 0.7):
+                    memory = 1 + fraction * (t - 1) * alpha
+                    try:
+                        yield t, kind, alpha, solve(t, memory, alpha=alpha, kind=kind)
+                    except ValueError:  # below the least memory of this kind
+                        continue
+
+
+POLICIES = list(_policies())
+
+
+@pytest.mark.parametrize("t", sorted({t for t, *_ in POLICIES}))
+def test_pipelines_replay(t):
+    pipelined = 0
+    for _, kind, alpha, policy in (p for p in POLICIES if p[0] == t):
+        schedule = policy.schedule()
+        pipe = pipeline(schedule, stack_quanta=1 << 62)
+        if pipe is None:
+            continue
+        pipelined += 1
+        assert replay(pipe, schedule.hidden_quanta, schedule.internal_quanta) == pipe.forward_count
+        # The pipeline adds at most one forward per checkpoint to the policy's, and one conditional per chunk.
+        assert policy.cost <= pipe.forward_count <= policy.cost + len(pipe.checkpoint_step)
+        assert pipe.conditionals == -(-(pipe.main_forwards) // pipe.chunk)
+        assert pipe.lead + sum(pipe.extra) + pipe.main_forwards == len(pipe.forward_step)
+    assert pipelined > 0
+
+
+def test_the_two_forward_family_pipelines():
+    """Every schedule whose backward sweep stores no hidden state pipelines (Chen's always); one that does
+    (HSM's) does not."""
+    from memjax import Op
+
+    family = {Op.ADVANCE, Op.RESTORE_HIDDEN, Op.RESTORE_INTERNAL, Op.SAVE_INTERNAL, Op.BACKWARD, Op.BACKWARD_STORED, Op.FREE}
+    for t, kind, _, policy in POLICIES:
+        schedule = policy.schedule()
+        in_family = set(schedule.op[schedule.first_backward + 1:].tolist()) <= set(family)
+        assert (pipeline(schedule, stack_quanta=1 << 62) is not None) == in_family, (t, kind, policy)
+        assert in_family or kind != "chen"
+
+
+def test_bounded_stack_is_respected():
+    policy = solve(100, 1 + 0.3 * 99 * 2.0, alpha=2.0, kind="msm")
+    schedule = policy.schedule()
+    pipe = pipeline(schedule, stack_quanta=1 << 62)
+    assert pipeline(schedule, stack_quanta=pipe.stack_quanta).stack_quanta == pipe.stack_quanta
+    assert pipeline(schedule, stack_quanta=pipe.stack_quanta - 1) is None
+
+
+def test_pipeline_overshoot_is_a_few_internal_states():
+    """The pipeline holds at most a few internal states more than the schedule: one because a backward step
+    does not fuse with its forward, one because an iteration writes before it reads, and the extra forwards.
+    (Policies of more than two forwards per step, never pipelined by memjax.scan, may hold more.)"""
+    for t, kind, alpha, policy in POLICIES:
+        if policy.cost > 2 * t:
+            continue
+        schedule = policy.schedule()
+        pipe = pipeline(schedule, stack_quanta=1 << 62)
+        if pipe is None:
+            continue
+        over = pipe.stack_quanta - schedule.stack_quanta
+        assert over <= (3 + int(pipe.extra.sum())) * schedule.internal_quanta, (t, kind, alpha, over)
+
+
+def test_interpreter_schedules_do_not_pipeline():
+    """HSM's backward sweep stores hidden states as it goes: not a pipeline's uniform loop."""
+    policy = solve(50, 4, kind="hsm")
+    assert pipeline(policy.schedule(), stack_quanta=1 << 62) is None
