@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax._pipeline import INIT, KEEP, LOAD_INTERNAL, Pipeline
+from memjax._pipeline import KEEP, LOAD_INTERNAL, Pipeline
 from memjax._pool import PoolLayout
 from memjax._schedule import Op
 from memjax._tables import compile_tables
@@ -399,7 +399,9 @@ class Pipelined(Executor):
 
         carry_tree = jax.tree_util.tree_structure(init)
         chain_carry = lambda leaves: jax.tree_util.tree_unflatten(carry_tree, leaves)  # noqa: E731
-        state = (init, self._pools(pipe.stack_quanta, consts, init, xs), self._ys_buffer(consts, init, xs))
+        pools = self._pools(pipe.stack_quanta + self.plan.schedule.hidden_quanta, consts, init, xs)
+        pools = layout.hidden.store(pools, jax.tree_util.tree_leaves(init), pipe.stack_quanta)
+        state = (init, pools, self._ys_buffer(consts, init, xs))
         written = np.arange(1, pipe.carry_step + 1, dtype=np.int32)
         state = _scan(plain, state, (written, pipe.carry_kind, pipe.carry_offset))
         unwritten = np.arange(pipe.carry_step + 1, pipe.run_start, dtype=np.int32)
@@ -413,34 +415,29 @@ class Pipelined(Executor):
     def _backward_sweep(self, consts, init, xs, pools, chain, state):
         pipe, layout, t = self.pipe, self.layout, self.plan.length
 
-        def forward(operand, inputs):
-            register, pools = operand
+        def forward(pools, inputs):
             k, kind, source, offset = inputs
-            loaded = layout.load_carry(pools, source, kind == LOAD_INTERNAL)
-            register = chain.carry_of([
-                jnp.where(kind == KEEP, r, jnp.where(kind == INIT, first, saved)) for r, first, saved in
-                zip(jax.tree_util.tree_leaves(register), jax.tree_util.tree_leaves(init), loaded)])
-            return self._store_internal(consts, xs, pools, register, k, offset)
+            carry = chain.carry_of(layout.load_carry(pools, source, (kind == LOAD_INTERNAL) | (kind == KEEP)))
+            return self._store_internal(consts, xs, pools, carry, k, offset)[2]
 
         def iteration(operand, inputs):
-            register, pools, cotangents = operand
+            pools, cotangents = operand
             (k, offset), forward_inputs = inputs
             # Write, then read the written pools: XLA cannot order a read of the pools before an independent
             # in-place write to them, and would copy them whole on every iteration (see memjax._pipeline).
-            register, _, pools = forward((register, pools), forward_inputs)
-            return register, pools, chain.back_stored(pools, offset, k, cotangents)
+            pools = forward(pools, forward_inputs)
+            return pools, chain.back_stored(pools, offset, k, cotangents)
 
         def chunk(operand, inputs):
-            register, pools, cotangents = operand
+            pools, cotangents = operand
             add, extra_inputs, body_inputs = inputs
-            register, pools = _when(add > 0, lambda o: forward(o, extra_inputs)[::2], (register, pools))
-            return _scan(iteration, (register, pools, cotangents), body_inputs)
+            pools = _when(add > 0, lambda pools: forward(pools, extra_inputs), pools)
+            return _scan(iteration, (pools, cotangents), body_inputs)
 
         columns = (pipe.forward_step, pipe.restore_kind, pipe.restore_offset, pipe.forward_offset)
         backward = (np.arange(t - 1, 0, -1, dtype=np.int32), pipe.backward_offset)
-        register, pools = _scan(lambda o, inputs: forward(o, inputs)[::2], (init, pools),
-                                tuple(c[: pipe.lead] for c in columns))
-        operand = (register, pools, state)
+        pools = _scan(forward, pools, tuple(c[: pipe.lead] for c in columns))
+        operand = (pools, state)
         f, b = pipe.lead, 0  # next forward, next backward step
         for count, size in ((pipe.chunks, pipe.chunk), (int(pipe.remainder > 0), pipe.remainder)):
             if count == 0:
@@ -453,6 +450,6 @@ class Pipelined(Executor):
                       (tuple(c[back_at] for c in backward), tuple(c[body_at] for c in columns)))
             operand = _scan(chunk, operand, inputs)
             f, b = int(body_at[-1, -1]) + 1, int(back_at[-1, -1]) + 1
-        register, pools, state = operand
+        pools, state = operand
         return _scan(lambda cs, inputs: chain.back_stored(pools, inputs[1], inputs[0], cs), state,
                      tuple(c[b:] for c in backward))

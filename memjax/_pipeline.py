@@ -59,13 +59,17 @@ class Pipeline:
         their own slot.
 
     Backward sweep (after step ``length``, back-propagated from the residuals the forward sweep kept):
-      forward_step, restore_kind, restore_offset, forward_offset: the forward stream: before running step
-        ``forward_step[j]`` under ``jax.vjp`` the register is restored as ``restore_kind[j]`` says, and the
-        internal state is stored at ``forward_offset[j]``.
+      forward_step, restore_kind, restore_offset, forward_offset: the forward stream: step ``forward_step[j]``
+        runs under ``jax.vjp`` from the carry read at ``restore_offset[j]``: a hidden state (``LOAD_HIDDEN``),
+        the initial carry, kept at ``stack_quanta`` (``INIT``), or the carry part of an internal state
+        (``LOAD_INTERNAL``, or ``KEEP``: the previous forward's own), and its internal state is stored at
+        ``forward_offset[j]``. Every carry is read from the pools: no register is carried, and no select
+        between sources is made per iteration.
       backward_offset: where the internal state of step ``length - 1 - j`` is read, ``j = 0, 1, ...``.
       lead, chunk, chunks, remainder: the loop structure; ``extra[c]`` says whether chunk ``c`` (the
         remainder being chunk ``chunks``) starts with an additional forward.
-      stack_quanta: the stack the pipeline needs (the initial state excluded).
+      stack_quanta: the stack the pipeline needs; the pools hold the initial carry above it (``hidden_quanta``
+        more quanta, within the budget, which counts the initial carry).
       forward_count: forward evaluations, the first sweep included.
     """
 
@@ -334,6 +338,12 @@ def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, i
                 live_hidden.discard(a)
         elif kind == LOAD_INTERNAL:
             restore_slot[j] = slot_of[int(forward_step[j]) - 1]
+        elif kind == KEEP:  # the carry part of the previous forward's internal state, written just before
+            if j == 0:
+                return None  # pragma: no cover - the sweep starts with a restore
+            restore_slot[j] = forward_slot[j - 1]
+        else:
+            restore_hidden[j] = -1  # the initial carry's slot, above the stack: placed below
         forward_slot[j] = slots.take()
         peak = max(peak, extent())
         if kept[j]:
@@ -346,7 +356,8 @@ def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, i
         return None
     top = lambda slot: peak - (slot + 1) * i  # noqa: E731 - an internal slot's offset
     internal_offset = {k: top(slot) for k, slot in first_sweep_slots.items()}
-    restore_offset = np.where(restore_slot >= 0, top(restore_slot), restore_hidden).astype(np.int32)
+    restore_offset = np.where(restore_slot >= 0, top(restore_slot),
+                              np.where(restore_hidden < 0, peak, restore_hidden)).astype(np.int32)
     return (hidden_offset, internal_offset, restore_offset, top(forward_slot).astype(np.int32),
             top(backward_slot).astype(np.int32), peak)
 

@@ -2,7 +2,7 @@
 
 ``jax.custom_vjp`` gives a function a reverse-mode rule but forbids forward mode. A primitive with rules for
 each transformation has both, as ``lax.scan`` and ``jax.checkpoint`` do; JAX offers this through
-``jax.experimental.hijax.VJPHiPrimitive`` (jax >= 0.10). The rules of :class:`ScanPrimitive`:
+``jax.experimental.hijax.HiPrim`` (named ``VJPHiPrimitive`` in jax 0.10). The rules of :class:`ScanPrimitive`:
 
 ==============================  ==================================================================================
 ``expand``                      lowering, and every transformation without a rule: ``jax.lax.scan`` of the step
@@ -19,7 +19,12 @@ each transformation has both, as ``lax.scan`` and ``jax.checkpoint`` do; JAX off
 from __future__ import annotations
 
 import jax
-from jax.experimental.hijax import VJPHiPrimitive, Zero
+from jax.experimental.hijax import Zero
+
+try:  # jax >= 0.11 names the base class HiPrim; jax 0.10 named it VJPHiPrimitive (the same rules)
+    from jax.experimental.hijax import HiPrim
+except ImportError:  # pragma: no cover - jax 0.10
+    from jax.experimental.hijax import VJPHiPrimitive as HiPrim
 
 from memjax._executor import Executor, zero_cotangent
 
@@ -40,7 +45,7 @@ class _Perturbed:
         return isinstance(other, _Perturbed) and other.flags == self.flags
 
 
-class ScanPrimitive(VJPHiPrimitive):
+class ScanPrimitive(HiPrim):
     """One planned scan: inputs ``(consts, init, xs)``, outputs ``(carry, ys)``.
 
     Args:

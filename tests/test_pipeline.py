@@ -21,20 +21,22 @@ _QUANTA = {1.0: (1, 1), 1.5: (2, 3), 2.0: (1, 2), 7 / 3: (3, 7), 4.75: (4, 19)}
 
 def replay(pipe, s: int, i: int) -> int:
     """Run the pipeline's tables on tags; returns the forward evaluations made."""
-    t = pipe.length
-    memory = np.full(pipe.stack_quanta, None, dtype=object)
+    t, top = pipe.length, pipe.stack_quanta + s  # the initial carry is kept above the stack
+    memory = np.full(top, None, dtype=object)
     forwards = 0
 
     def write(offset, size, tag):
-        assert 0 <= offset and offset + size <= pipe.stack_quanta, f"{tag} written outside the stack"
+        assert 0 <= offset and offset + size <= top, f"{tag} written outside the pools"
+        assert tag == ("h", 0) or offset + size <= pipe.stack_quanta, f"{tag} written above the stack"
         memory[offset: offset + size] = [tag] * size
 
     def read(offset, size, tag):
-        assert 0 <= offset and offset + size <= pipe.stack_quanta, f"{tag} read outside the stack"
+        assert 0 <= offset and offset + size <= top, f"{tag} read outside the pools"
         held = set(memory[offset: offset + size])
         assert held == {tag}, f"expected {tag} at {offset}, found {held}"
 
     # Forward sweep. A carry written into an internal state's slot is h_{c-1}; the slot is then filled with I_c.
+    write(pipe.stack_quanta, s, ("h", 0))
     for k in range(1, pipe.carry_step + 1):
         size = s if pipe.carry_kind[k - 1] == LOAD_HIDDEN else i
         write(int(pipe.carry_offset[k - 1]), size, ("h", k - 1))
@@ -46,24 +48,19 @@ def replay(pipe, s: int, i: int) -> int:
         write(int(offset), i, ("I", int(c)))
         forwards += 1
 
-    register = None  # the position whose carry the register holds
     next_forward = 0
 
     def forward():
-        nonlocal register, next_forward, forwards
+        nonlocal next_forward, forwards
         j = next_forward
         k, kind, source = int(pipe.forward_step[j]), int(pipe.restore_kind[j]), int(pipe.restore_offset[j])
-        if kind == KEEP:
-            assert register == k - 1, f"forward {j} keeps the register, which holds h_{register}, not h_{k - 1}"
-        elif kind == INIT:
-            assert k == 1
-        elif kind == LOAD_HIDDEN:
+        if kind in (INIT, LOAD_HIDDEN):
             read(source, s, ("h", k - 1))
-        else:
-            assert kind == LOAD_INTERNAL
-            read(source, i, ("I", k - 1))  # an internal state holds the carry after its step
+        else:  # an internal state holds the carry after its step; KEEP reads the previous forward's
+            assert kind in (KEEP, LOAD_INTERNAL)
+            read(source, i, ("I", k - 1))
         write(int(pipe.forward_offset[j]), i, ("I", k))
-        register, next_forward, forwards = k, j + 1, forwards + 1
+        next_forward, forwards = j + 1, forwards + 1
 
     def backward(b):
         read(int(pipe.backward_offset[b]), i, ("I", t - 1 - b))
