@@ -94,7 +94,7 @@ _EXECUTORS = {
 
 
 def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", checkpoint_policy=None,
-            verbose: bool = True) -> Explanation:
+            executor: str = "auto", verbose: bool = True) -> Explanation:
     """Report what ``memjax.scan(f, init, xs, length, memory=..., kind=..., checkpoint_policy=...)`` will store
     and recompute (arguments as :func:`memjax.scan`).
 
@@ -104,7 +104,7 @@ def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", ch
     Returns:
       An :class:`Explanation` (its ``str`` is the printed table).
     """
-    plan, _, consts, _, _ = prepare(f, init, xs, length, memory, kind, checkpoint_policy)
+    plan, _, consts, _, _ = prepare(f, init, xs, length, memory, kind, checkpoint_policy, executor=executor)
     sizes = plan.sizes
     xs_bytes = tree_bytes(xs)
     step_bytes = sizes.residual_bytes + sizes.invariant_bytes

@@ -30,9 +30,21 @@ from memjax._schedule import Schedule
 from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
 from memjax._tables import compile_tables
 
-__all__ = ["ScanPlan", "SCAN_KINDS", "plan", "plan_fastest", "check_kind"]
+__all__ = ["ScanPlan", "SCAN_KINDS", "EXECUTORS", "plan", "plan_fastest", "check_kind", "check_executor",
+           "prefers_pipeline"]
 
 SCAN_KINDS = KINDS + ("auto",)
+EXECUTORS = ("auto", "pipelined", "interpreter")
+
+# On a CPU a conditional costs a fraction of a microsecond while the pipeline moves about three carries more
+# per step (benchmarks/results/dispatch_T10000.md, lstm_T1000_executor.md): above this carry the interpreter is
+# the faster there. On an accelerator every conditional is a dispatch, and the pipeline is always preferred.
+CPU_PIPELINE_MAX_CARRY_BYTES = 8 * 1024
+
+
+def prefers_pipeline(sizes: StepSizes, platform: str) -> bool:
+    """``executor="auto"``: whether to pipeline a step of these sizes on ``platform`` (``jax.default_backend()``)."""
+    return platform != "cpu" or sizes.carry_bytes <= CPU_PIPELINE_MAX_CARRY_BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +121,14 @@ def check_kind(kind) -> None:
         raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, SCAN_KINDS))}.")
 
 
-def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None) -> ScanPlan:
-    """The plan of ``kind`` for ``length`` steps of a step of these ``sizes`` within ``budget``.
+def check_executor(executor) -> None:
+    if not isinstance(executor, str) or executor not in EXECUTORS:
+        raise ValueError(f"executor={executor!r} is not an executor; use one of {', '.join(map(repr, EXECUTORS))}.")
+
+
+def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None, pipelined: bool = True) -> ScanPlan:
+    """The plan of ``kind`` for ``length`` steps of a step of these ``sizes`` within ``budget``; with
+    ``pipelined``, its schedule pipelined where one fits (:mod:`memjax._pipeline`).
 
     Raises:
       ValueError: for a budget in bytes below the least that ``kind`` can run with (the message names it).
@@ -131,7 +149,7 @@ def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None) -> Sca
     else:
         default = None
     budget_bytes, raised = _fit(budget, default, least, store_all, kind, length, sizes)
-    if kind in ("hsm", "recompute"):
+    if kind in ("hsm", "recompute") or not pipelined:
         policy, pipe = _solve(length, budget_bytes, quantum, s, alpha, kind), None
     elif budget is None:
         policy, pipe, budget_bytes = _pipelined_default(length, budget_bytes, quantum, s, alpha, kind)
@@ -205,16 +223,17 @@ def _fit(budget: Budget | None, default, least: int, store_all: int, kind: str, 
         f"{advice}.")
 
 
-def plan_fastest(length: int, sizes: StepSizes, budget: Budget | None, step, consts, carry, x0) -> ScanPlan:
+def plan_fastest(length: int, sizes: StepSizes, budget: Budget | None, step, consts, carry, x0,
+                 pipelined: bool = True) -> ScanPlan:
     """``kind="auto"``: the candidate policy with the least predicted time within the budget."""
     if budget is None and length > 1:  # the default budget is the MSM default: at most 2 forwards per step
-        budget = Budget("bytes", plan(length, "msm", sizes, None).budget_bytes)
+        budget = Budget("bytes", plan(length, "msm", sizes, None, pipelined).budget_bytes)
     avals = [jax.ShapeDtypeStruct(np.shape(c), jnp.result_type(c)) for c in consts]
     costs = estimate_step_costs(lambda p, c, x: step(c, x, *p), avals, carry, x0)
     plans = []
     for kind in ("msm", "hsm", "chen", "ism", "store_all"):
         try:
-            candidate = plan(length, kind, sizes, budget)
+            candidate = plan(length, kind, sizes, budget, pipelined)
         except ValueError:
             continue  # below what this kind can work with
         if candidate.raised_to_least and kind != "msm":
@@ -222,7 +241,7 @@ def plan_fastest(length: int, sizes: StepSizes, budget: Budget | None, step, con
         plans.append((predict_seconds(candidate.schedule, costs, sizes.carry_bytes, sizes.internal_bytes, length),
                       candidate))
     if not plans:
-        return plan(length, "msm", sizes, budget)  # raises the error that names the least budget
+        return plan(length, "msm", sizes, budget, pipelined)  # raises the error that names the least budget
     predictions = tuple((candidate.kind, candidate.forward_count, seconds) for seconds, candidate in plans)
     best = min(plans, key=lambda pair: pair[0])[1]
     return dataclasses.replace(best, predictions=predictions)

@@ -21,25 +21,26 @@ from memjax._checks import check_arguments, closure_convert, example_arguments
 from memjax._executor import make_executor
 from memjax._keys import carry_keys_as_data, data_to_keys
 from memjax._measure import measure_step
-from memjax._plan import SCAN_KINDS, ScanPlan, check_kind, plan, plan_fastest
+from memjax._plan import SCAN_KINDS, ScanPlan, check_executor, check_kind, plan, plan_fastest, prefers_pipeline
 from memjax._primitive import ScanPrimitive
 
 __all__ = ["scan", "plan_scan", "ScanPlan", "SCAN_KINDS"]
 
 
 def plan_scan(f, init, xs=None, length=None, *, memory=None, kind: str = "msm",
-              checkpoint_policy=None) -> ScanPlan:
+              checkpoint_policy=None, executor: str = "auto") -> ScanPlan:
     """Decide how :func:`scan` will differentiate ``f`` over ``xs``: sizes, budget, policy and schedule.
 
     Arguments are those of :func:`scan`; nothing is run. See :func:`memjax.explain` for a readable report.
     """
-    return prepare(f, init, xs, length, memory, kind, checkpoint_policy)[0]
+    return prepare(f, init, xs, length, memory, kind, checkpoint_policy, executor=executor)[0]
 
 
-def prepare(f, init, xs, length, memory, kind, checkpoint_policy=None, reverse=False, unroll=1):
+def prepare(f, init, xs, length, memory, kind, checkpoint_policy=None, reverse=False, unroll=1, executor="auto"):
     """Check the arguments, closure-convert ``f`` and plan: ``(plan, step, consts, init, effects)``."""
     f, init, _ = carry_keys_as_data(f, init)  # a no-op when scan already did it
     check_kind(kind)
+    check_executor(executor)
     budget = parse_budget(memory)
     init, length = check_arguments(f, init, xs, length, reverse, unroll)
     carry, x0 = example_arguments(init, xs, length)
@@ -47,13 +48,15 @@ def prepare(f, init, xs, length, memory, kind, checkpoint_policy=None, reverse=F
         f = jax.checkpoint(f, policy=checkpoint_policy)
     step, consts, effects = closure_convert(f, carry, x0)
     sizes = measure_step(lambda p, c, x: step(c, x, *p), consts, carry, x0)
+    pipelined = executor == "pipelined" or (executor == "auto" and prefers_pipeline(sizes, jax.default_backend()))
     if kind == "auto":
-        return plan_fastest(length, sizes, budget, step, consts, carry, x0), step, consts, init, effects
-    return plan(length, kind, sizes, budget), step, consts, init, effects
+        return plan_fastest(length, sizes, budget, step, consts, carry, x0, pipelined), step, consts, init, effects
+    return plan(length, kind, sizes, budget, pipelined), step, consts, init, effects
 
 
 def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False,
-         unroll: int | bool = 1, *, memory=None, kind: str = "msm", checkpoint_policy=None):
+         unroll: int | bool = 1, *, memory=None, kind: str = "msm", checkpoint_policy=None,
+         executor: str = "auto"):
     """``jax.lax.scan`` with memory-efficient, exact gradients (Gruslys et al., 2016).
 
     Semantically (values, gradients, pytrees, ``reverse``, ``unroll``, error messages) this is
@@ -94,6 +97,12 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
         ``jax.ad_checkpoint.checkpoint_name`` in the step) keeps only what it saves and recomputes the rest
         inside each backward step: a smaller internal state, a smaller ``alpha``, and more internal states
         within the same budget.
+      executor: how the backward sweep runs (:func:`memjax.explain` reports it). ``"pipelined"``: the schedule
+        re-timed into loops of uniform bodies, one conditional per 16 steps, where the schedule allows it
+        (not HSM's) and the budget holds the pipeline's few extra internal states; ``"interpreter"``: one row
+        per action, seven conditionals per row. ``"auto"`` (default): pipelined on accelerators, where every
+        conditional is a dispatch; on the CPU only for carries up to 8 KiB, where dispatch costs more than the
+        pipeline's extra memory traffic.
 
     Returns:
       ``(carry, ys)``, as ``jax.lax.scan``.
@@ -105,7 +114,7 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     """
     f, init, key_impls = carry_keys_as_data(f, init)
     plan, step, consts, init, effects = prepare(f, init, xs, length, memory, kind, checkpoint_policy, reverse,
-                                                unroll)
+                                                unroll, executor)
     if plan.policy is None:  # store_all: lax.scan, whose residuals are the internal states measured
         body = f if checkpoint_policy is None else jax.checkpoint(f, policy=checkpoint_policy)
         carry, ys = jax.lax.scan(body, init, xs, plan.length, reverse=reverse, unroll=unroll)

@@ -57,8 +57,9 @@ def lax_loss(params, init, xs, reverse=False):
     return jnp.sum(carry[0] * carry[1]) + jnp.sum(jnp.sin(ys))
 
 
-def plan_of(t, memory, kind="msm"):
-    return memjax.plan_scan(functools.partial(lstm_step, P), INIT, xs_of(t), memory=memory, kind=kind)
+def plan_of(t, memory, kind="msm", executor="auto"):
+    return memjax.plan_scan(functools.partial(lstm_step, P), INIT, xs_of(t), memory=memory, kind=kind,
+                            executor=executor)
 
 
 # (length, memory, kind) -> the executor expected. The pipelined cases include schedules that store hidden states,
@@ -120,11 +121,34 @@ def test_dispatch_of_the_papers_lstm(memory):
     params = {"W": jnp.zeros((hidden, 4 * hidden)), "U": jnp.zeros((hidden, 4 * hidden)), "b": jnp.zeros(4 * hidden)}
     init = lstm_init(batch, hidden)
     plan = memjax.plan_scan(functools.partial(lstm_step, params), init, jnp.zeros((t, batch, hidden)),
-                            memory=memory)
+                            memory=memory, executor="pipelined")
     assert plan.executor == "pipelined"
     assert plan.conditionals <= t // 10
     assert plan.stored_bytes <= plan.budget_bytes
     assert plan.forward_count <= 2 * t
+
+
+def test_auto_executor_follows_the_platform():
+    """``executor="auto"``: on the CPU, the pipeline for small carries only; the interpreter's default budget is
+    the least for two forwards per step, the pipeline's that plus its extra internal states."""
+    t, hidden, batch = 200, 256, 64
+    params = {"W": jnp.zeros((hidden, 4 * hidden)), "U": jnp.zeros((hidden, 4 * hidden)), "b": jnp.zeros(4 * hidden)}
+    big = functools.partial(memjax.plan_scan, functools.partial(lstm_step, params), lstm_init(batch, hidden),
+                            jnp.zeros((t, batch, hidden)))
+    small = plan_of(t, None)
+    if jax.default_backend() == "cpu":
+        assert big().executor == "interpreter" and small.executor == "pipelined"
+    else:
+        assert big().executor == "pipelined"
+    interpreted, pipelined = big(executor="interpreter"), big(executor="pipelined")
+    assert (interpreted.executor, pipelined.executor) == ("interpreter", "pipelined")
+    assert interpreted.budget_bytes < pipelined.budget_bytes
+    assert interpreted.forward_count <= 2 * t and pipelined.forward_count <= 2 * t
+
+
+def test_bad_executor_names_the_argument():
+    with pytest.raises(ValueError, match="executor='fast' is not an executor; use one of 'auto'"):
+        plan_of(10, None, executor="fast")
 
 
 def test_interpreter_dispatch_is_counted_per_row():
