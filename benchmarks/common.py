@@ -7,9 +7,11 @@ Every method is a scalar loss ``loss(params, *args)``; the harness differentiate
 * temp memory: ``compiled.memory_analysis().temp_size_in_bytes``, the scratch memory XLA allocates for the whole
   gradient (deterministic; it excludes the arguments and the returned gradient);
 * gradient time: the median over ``repeats`` runs, the methods *interleaved* (round ``r`` runs every method once,
-  in an order rotated by ``r``), so that load from other processes spreads over all methods alike;
+  in a random order drawn anew each round), so that load from other processes, and what a run inherits from
+  the run before it, spread over all methods alike;
 * the ratio of memory and time to the reference method (``jax.lax.scan``);
-* the largest absolute difference of the gradient from the reference's.
+* the largest absolute difference of the gradient from the reference's;
+* on devices that keep memory statistics (GPU), the peak memory of the first run (:func:`run_methods`).
 
 It prints a markdown table (:func:`markdown_table`) and, optionally, a Pareto plot (:func:`pareto_plot`).
 """
@@ -21,6 +23,7 @@ import math
 import statistics
 import sys
 import time
+import traceback
 from typing import Any, Callable, Sequence
 
 import jax
@@ -29,7 +32,7 @@ import numpy as np
 MiB = 2**20
 
 __all__ = ["Method", "Result", "compile_grad", "run_methods", "results_table", "markdown_table", "pareto_plot",
-           "log", "MiB", "clear_solver_caches", "platform_line"]
+           "log", "MiB", "clear_solver_caches", "platform_line", "device_memory", "error_line", "load_baseline"]
 
 
 def log(*parts) -> None:
@@ -56,7 +59,11 @@ class Method:
 
 @dataclasses.dataclass
 class Result:
-    """What was measured for one :class:`Method` (``times`` empty and ``skipped`` set when it was not run)."""
+    """What was measured for one :class:`Method` (``times`` empty and ``skipped`` set when it was not run).
+
+    ``peak_bytes``: the device's high-water mark during the method's first run less the bytes in use before it
+    (``None`` where the device keeps no statistics); an upper bound only when ``peak_is_bound``.
+    """
 
     name: str
     forwards: float | None
@@ -67,6 +74,8 @@ class Result:
     cpu_times: list = dataclasses.field(default_factory=list)
     max_error: float = math.nan
     skipped: str = ""
+    peak_bytes: int | None = None
+    peak_is_bound: bool = False
 
     @property
     def median_s(self) -> float:
@@ -110,9 +119,33 @@ def _max_abs_difference(a, b) -> float:
                 for x, y in zip(leaves_a, leaves_b)), default=0.0)
 
 
+def device_memory() -> tuple[int, int] | None:
+    """``(bytes_in_use, peak_bytes_in_use)`` of the default device, or ``None`` where it keeps no statistics (CPU)."""
+    stats = jax.devices()[0].memory_stats()
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return int(stats.get("bytes_in_use", 0)), int(stats["peak_bytes_in_use"])
+
+
+def error_line(error: BaseException) -> str:
+    """An exception in one line: its type and the first line of its message, cut at 120 characters (where the
+    message is empty, the file, line and function that raised it)."""
+    message = (str(error).strip().splitlines() or [""])[0][:120]
+    if not message and error.__traceback__ is not None:
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        message = f"raised at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}"
+    return f"{type(error).__name__}: {message}"
+
+
 def run_methods(methods: Sequence[Method], args: tuple, repeats: int = 5, reference: str | None = None,
-                max_temp_bytes: int | None = None) -> list[Result]:
-    """Compile every method, check its gradient, then time all of them interleaved.
+                max_temp_bytes: int | None = None, compile_deadline: float | None = None,
+                deadline: float | None = None) -> list[Result]:
+    """Compile every method, run each once (checking its gradient and peak memory), then time them interleaved.
+
+    The first runs go in order of increasing temp memory, so that the device's high-water mark (which cannot be
+    reset) rises at each: a method's peak is the high-water mark after its first run less the bytes in use
+    before it. Where its run did not raise the mark, only an upper bound is known (``Result.peak_is_bound``).
+    Devices without memory statistics (CPU) leave ``Result.peak_bytes`` at ``None``.
 
     Args:
       methods: the methods; ``methods[0]`` is the reference unless ``reference`` names another.
@@ -120,43 +153,74 @@ def run_methods(methods: Sequence[Method], args: tuple, repeats: int = 5, refere
       repeats: timed runs per method (after one untimed warm-up run).
       reference: name of the method that gradients, memory and time are compared with.
       max_temp_bytes: compile but do not run methods whose temp memory is larger (they would not fit).
+      compile_deadline: a ``time.perf_counter()`` value: methods not started compiling by then are skipped
+        (``skipped = "skipped for time"``), so list the most important first (the first one that compiles is
+        never skipped).
+      deadline: a ``time.perf_counter()`` value: no timing round starts that would end past it, judged by the
+        length of the round before (one round at least).
 
     Returns:
-      One :class:`Result` per method, in the order given.
+      One :class:`Result` per method, in the order given. A method whose compilation or first run raised has
+      ``skipped`` set to the error.
     """
     reference = reference or methods[0].name
-    results, runnable = [], []
-    expected = None
+    results, compiled_ones = [], []
     for method in methods:
         result = Result(method.name, method.forwards, method.note)
         results.append(result)
+        if compile_deadline is not None and compiled_ones and time.perf_counter() > compile_deadline:
+            result.skipped = "skipped for time"
+            log(f"{method.name}: skipped for time")
+            continue
         log(f"compiling {method.name} ...")
         try:
             compiled, result.compile_s, result.temp_bytes, _ = compile_grad(method.loss, *args)
         except Exception as error:  # a peer that cannot express the problem is reported, not fatal
-            result.skipped = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
+            result.skipped = error_line(error)
             log(f"  skipped: {result.skipped}")
             continue
         log(f"  {result.compile_s:.2f} s, temp {result.temp_mib:.1f} MiB")
         if max_temp_bytes is not None and result.temp_bytes is not None and result.temp_bytes > max_temp_bytes:
             result.skipped = f"temp {result.temp_mib:.0f} MiB over --max-temp-mib"
             continue
-        grads = jax.block_until_ready(compiled(*args))  # warm-up, and the gradient to compare
-        if method.name == reference:
+        compiled_ones.append((result, compiled))
+    runnable, expected = [], None
+    for result, compiled in sorted(compiled_ones, key=lambda pair: pair[0].temp_bytes or 0):
+        before = device_memory()
+        try:
+            grads = jax.block_until_ready(compiled(*args))  # warm-up, and the gradient to compare
+        except Exception as error:
+            result.skipped = error_line(error)
+            log(f"{result.name}: first run failed: {result.skipped}")
+            continue
+        after = device_memory()
+        if before is not None and after is not None:
+            result.peak_is_bound = after[1] <= before[1]
+            result.peak_bytes = max(after[1], before[1]) - before[0]
+        if result.name == reference:
             expected = grads
         runnable.append((result, compiled, grads))
+    runnable.sort(key=lambda entry: results.index(entry[0]))
     for result, _, grads in runnable:
         if expected is not None:
             result.max_error = _max_abs_difference(grads, expected)
     del expected
     runnable = [(result, compiled) for result, compiled, _ in runnable]
+    last_round = 0.0
     for round_ in range(repeats):
-        shift = round_ % max(len(runnable), 1)
-        for result, compiled in runnable[shift:] + runnable[:shift]:
+        round_start = time.perf_counter()
+        if round_ and deadline is not None and round_start + last_round > deadline:
+            log(f"timing stopped for time after {round_} round(s)")
+            break
+        # A fresh random order each round: what a run costs depends on the run before it (a method that follows
+        # one with a smaller footprint pays to map its memory again), so no method may always follow the same one.
+        order = np.random.default_rng(round_).permutation(len(runnable))
+        for result, compiled in (runnable[i] for i in order):
             start, cpu = time.perf_counter(), time.process_time()
             jax.block_until_ready(compiled(*args))
             result.times.append(time.perf_counter() - start)
             result.cpu_times.append(time.process_time() - cpu)
+        last_round = time.perf_counter() - round_start
         log(f"round {round_ + 1}/{repeats}: " + ", ".join(f"{r.name} {r.times[-1]:.2f}s" for r, _ in runnable))
     return results
 
@@ -265,3 +329,31 @@ def platform_line() -> str:
     device = jax.devices()[0]
     return (f"jax {jax.__version__}, {device.platform} ({device.device_kind}), {os.cpu_count()} CPU cores, "
             f"Python {platform.python_version()}")
+
+
+def load_baseline(directory: str):
+    """An older copy of memjax (``directory/memjax``, e.g. from ``git archive <commit> memjax``), importable next
+    to the current one in the same process as ``memjax_before``, so that before and after run interleaved.
+
+    The copy is rewritten into a temporary folder with every ``memjax`` import renamed.
+    """
+    import importlib
+    import os
+    import re
+    import tempfile
+
+    source = os.path.join(directory, "memjax")
+    if not os.path.isdir(source):
+        raise SystemExit(f"--baseline {directory}: no memjax package there")
+    target = os.path.join(tempfile.mkdtemp(prefix="memjax_before_"), "memjax_before")
+    for root, _, files in os.walk(source):
+        out = os.path.join(target, os.path.relpath(root, source))
+        os.makedirs(out, exist_ok=True)
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(root, name)) as f:
+                    text = re.sub(r"\bmemjax\b(?=[.\s])", "memjax_before", f.read())
+                with open(os.path.join(out, name), "w") as f:
+                    f.write(text)
+    sys.path.insert(0, os.path.dirname(target))
+    return importlib.import_module("memjax_before")

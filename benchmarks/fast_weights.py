@@ -18,6 +18,29 @@ import common
 from memjax.models import fast_weights
 
 
+NUM_KEYS = 26
+
+
+def setup(length: int, batch: int, hidden: int, seed: int = 0):
+    """``(params, xs, labels)`` of the benchmark: random inputs of the associative-retrieval task's size."""
+    key = jax.random.key(seed)
+    params = fast_weights.init_params(key, 2 * NUM_KEYS + 2, hidden, NUM_KEYS)
+    xs = jax.random.normal(jax.random.fold_in(key, 1), (length, batch, 2 * NUM_KEYS + 2))
+    labels = jax.random.randint(jax.random.fold_in(key, 2), (batch,), 0, NUM_KEYS)
+    return params, xs, labels
+
+
+def loss_with(**kwargs):
+    """``loss(params, xs, labels)`` of the model, with :func:`fast_weights.unroll`'s keywords (``scan``, ``memory``,
+    ``kind``)."""
+    return lambda params, xs, labels: fast_weights.loss(params, xs, labels, **kwargs)
+
+
+def checkpointed_scan(f, init, xs):
+    """``jax.lax.scan`` over ``jax.checkpoint(f)``: stores every carry, recomputes each step once."""
+    return jax.lax.scan(jax.checkpoint(f), init, xs)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=400)
@@ -29,18 +52,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.T, args.batch, args.hidden, args.repeats = 40, 2, 16, 1
-    key = jax.random.key(0)
-    num_keys = 26
-    params = fast_weights.init_params(key, 2 * num_keys + 2, args.hidden, num_keys)
-    xs = jax.random.normal(jax.random.fold_in(key, 1), (args.T, args.batch, 2 * num_keys + 2))
-    labels = jax.random.randint(jax.random.fold_in(key, 2), (args.batch,), 0, num_keys)
-
-    def loss_with(**kwargs):
-        return lambda params, xs, labels: fast_weights.loss(params, xs, labels, **kwargs)
-
-    checkpointed = lambda f, init, xs: jax.lax.scan(jax.checkpoint(f), init, xs)  # noqa: E731
+    params, xs, labels = setup(args.T, args.batch, args.hidden)
     methods = [common.Method("jax.lax.scan", loss_with(scan=jax.lax.scan), 1),
-               common.Method("lax.scan + checkpoint(body)", loss_with(scan=checkpointed), 2)]
+               common.Method("lax.scan + checkpoint(body)", loss_with(scan=checkpointed_scan), 2)]
     for kind, memory in (("msm", None), ("msm", 0.05), ("msm", 0.02), ("ism", 0.05), ("hsm", 0.05)):
         label = f"memjax {kind} " + ("default" if memory is None else f"{memory:.0%}")
         methods.append(common.Method(label, loss_with(memory=memory, kind=kind)))

@@ -99,14 +99,31 @@ def chen_scan(step, params, init, xs, segments: int, segment: int):
 
     xs_segments = jax.tree_util.tree_map(lambda a: a.reshape(segments, segment, *a.shape[1:]), xs)
     carry, ys = jax.lax.scan(outer, init, xs_segments)
-    return carry, ys.reshape(-1)
+    return carry, jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), ys)
 
 
-def flax_remat_scan_loss(step, segments: int, segment: int):
-    """The loss with ``flax.linen.remat_scan(lengths=(segments, segment))``, or ``None`` without flax.
+def chen_remat_scan(segments: int, segment: int):
+    """:func:`chen_scan` as a scan ``scan(f, init, xs)`` (``f(carry, x)`` closes over its parameters)."""
+    return lambda f, init, xs: chen_scan(lambda _, c, x: f(c, x), None, init, xs, segments, segment)
+
+
+def equinox_scan(checkpoints):
+    """``equinox.internal.scan(kind="checkpointed", checkpoints=...)`` as ``scan(f, init, xs)``, or ``None``
+    without equinox."""
+    try:
+        import equinox.internal as eqxi
+    except ImportError:  # pragma: no cover
+        return None
+    scan = functools.partial(eqxi.scan, kind="checkpointed", checkpoints=checkpoints)
+    return lambda f, init, xs: scan(f, init, xs)
+
+
+def flax_remat_scan(segments: int, segment: int):
+    """A scan ``scan(f, init, xs) -> (carry, sum of ys)`` by ``flax.linen.remat_scan(lengths=(segments, segment))``,
+    or ``None`` without flax.
 
     ``remat_scan`` scans a carry only (no ``xs``, no ``ys``): the step reads its input at a step index carried
-    along, and the per-step losses are summed into the carry.
+    along, and the sum of the per-step outputs is accumulated in the carry.
     """
     try:
         import flax.linen as nn
@@ -114,49 +131,61 @@ def flax_remat_scan_loss(step, segments: int, segment: int):
         return None
 
     class Step(nn.Module):
-        step_fn: object
-        params: object
+        body: object
         xs: object
 
         def __call__(self, carry):
             state, index, total = carry
-            x = jax.lax.dynamic_index_in_dim(self.xs, index, keepdims=False)
-            state, y = self.step_fn(self.params, state, x)
-            return state, index + 1, total + y
+            x = jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, index, keepdims=False), self.xs)
+            state, y = self.body(state, x)
+            return state, index + 1, total + jnp.sum(y)
 
     Stack = nn.remat_scan(Step, lengths=(segments, segment))
 
-    def loss(params, init, xs):
-        carry = (init, jnp.zeros((), jnp.int32), jnp.zeros((), xs.dtype))
-        return Stack(step, params, xs).apply({}, carry)[2]
+    def scan(f, init, xs):
+        dtype = jax.tree_util.tree_leaves(xs)[0].dtype
+        state, _, total = Stack(f, xs).apply({}, (init, jnp.zeros((), jnp.int32), jnp.zeros((), dtype)))
+        return state, total
 
-    return loss
+    return scan
 
 
-def memjax_method(step, params, init, xs, name, memory, kind, checkpoint_policy=None) -> common.Method:
-    """``memjax.scan`` of ``step`` with this budget, kind and checkpoint policy; its note gives the budget."""
+def memjax_method(step, params, init, xs, name, memory, kind, checkpoint_policy=None, loss=None,
+                  module=memjax, executor=None) -> common.Method:
+    """``memjax.scan`` of ``step`` with this budget, kind and checkpoint policy; its note gives the budget.
+
+    ``loss`` is the method's loss where it is not the sum of the scan's outputs (a model's own loss that runs
+    ``memjax.scan`` with the same settings); the plan behind the note is that of ``step`` over ``init, xs``.
+    ``module``: the memjax to run (an older copy from :func:`common.load_baseline` for ``(before)`` rows).
+    ``executor``: memjax's ``executor=`` (``None``: its default).
+    """
     length = xs.shape[0]
 
     def body(c, x):
         return step(params, c, x)
 
-    plan = memjax.plan_scan(body, init, xs, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
-    scan = functools.partial(memjax.scan, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
+    extra = {} if executor is None else {"executor": executor}
+    plan = module.plan_scan(body, init, xs, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy, **extra)
+    scan = functools.partial(module.scan, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy, **extra)
 
-    def loss(p, i, x):
+    def sum_loss(p, i, x):
         return jnp.sum(scan(lambda c, z: step(p, c, z), i, x)[1])
 
     note = f"budget {memjax.format_bytes(plan.budget_bytes)}, stores {memjax.format_bytes(plan.stored_bytes)}"
+    if hasattr(plan, "executor"):
+        note += f", {plan.executor}, {plan.conditionals} conditionals"
     if kind == "auto":
         note += f", picked {plan.policy.kind}"
-    return common.Method(name, loss, plan.forward_count / length, note)
+    return common.Method(name, loss or sum_loss, plan.forward_count / length, note)
 
 
-def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10, 0.20),
-                  kinds=("msm", "hsm"), equinox_checkpoints=None) -> list[common.Method]:
-    """Every method of the benchmark, each as ``loss(params, init, xs)``."""
+def peer_methods(cell: str, length: int, equinox_checkpoints=None) -> list[common.Method]:
+    """``jax.lax.scan`` and the peers (every method but memjax's), each as ``loss(params, init, xs)``.
+
+    ``equinox_checkpoints``: the checkpoint counts of equinox's checkpointed scan (default sqrt(T), 5% of T and
+    ``"all"``).
+    """
     step, _ = CELLS[cell]
-    length = xs.shape[0]
 
     def scan_loss(scan):
         def loss(params, init, xs):
@@ -178,44 +207,60 @@ def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10
                       lambda p, i, x: jnp.sum(chen_scan(step, p, i, x, segments, segment)[1]), 2.0,
                       "hand-rolled: outer scan over checkpointed inner scans"),
     ]
-    flax_loss = flax_remat_scan_loss(step, segments, segment)
-    if flax_loss is None:
+    flax_scan = flax_remat_scan(segments, segment)
+    if flax_scan is None:
         methods.append(common.Method(f"flax remat_scan ({segments}x{segment})", None, None, "flax not installed"))
     else:
-        methods.append(common.Method(f"flax remat_scan ({segments}x{segment})", flax_loss, 2.0,
+        methods.append(common.Method(f"flax remat_scan ({segments}x{segment})", scan_loss(flax_scan), 2.0,
                                      "carry-only: inputs read by a carried index, loss summed in the carry"))
-    try:
-        import equinox.internal as eqxi
-    except ImportError:  # pragma: no cover
-        eqxi = None
     if equinox_checkpoints is None:
         equinox_checkpoints = sorted({max(2, round(math.sqrt(length))), max(2, round(0.05 * length))}) + ["all"]
     for checkpoints in equinox_checkpoints:
         name = f"equinox checkpointed ({checkpoints})"
-        if eqxi is None:  # pragma: no cover
+        scan = equinox_scan(checkpoints)
+        if scan is None:  # pragma: no cover
             methods.append(common.Method(name, None, None, "equinox not installed"))
             continue
-        scan = functools.partial(eqxi.scan, kind="checkpointed", checkpoints=checkpoints)
-        methods.append(common.Method(name, scan_loss(lambda f, i, x, scan=scan: scan(f, i, x)), None,
-                                     "online treeverse; counts checkpoints, not bytes"))
+        methods.append(common.Method(name, scan_loss(scan), None, "online treeverse; counts checkpoints, not bytes"))
+    return methods
+
+
+def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10, 0.20),
+                  kinds=("msm", "hsm"), equinox_checkpoints=None, baseline=None, extras=True,
+                  executors=()) -> list[common.Method]:
+    """Every method of the benchmark, each as ``loss(params, init, xs)``; with ``baseline`` (an older memjax),
+    a ``(before)`` row after each memjax row of a full-residual budget; for each of ``executors``, a row of
+    that executor after each msm row."""
+    step, _ = CELLS[cell]
+    methods = peer_methods(cell, xs.shape[0], equinox_checkpoints)
 
     def memjax_method_(name, memory, kind, checkpoint_policy=None):
         return memjax_method(step, params, init, xs, name, memory, kind, checkpoint_policy)
 
+    def with_before(name, memory, kind):
+        try:
+            methods.append(memjax_method_(name, memory, kind))
+            for executor in executors if kind == "msm" else ():
+                methods.append(memjax_method(step, params, init, xs, f"{name}, {executor}", memory, kind,
+                                             executor=executor))
+            if baseline is not None:
+                methods.append(memjax_method(step, params, init, xs, name + " (before)", memory, kind,
+                                             module=baseline))
+        except ValueError as error:
+            methods.append(common.Method(name, None, None, str(error).split(";")[0][:100]))
+
     for kind in kinds:
         for fraction in fractions:
-            name = f"memjax {kind} {fraction:.0%}"
-            try:
-                methods.append(memjax_method_(name, fraction, kind))
-            except ValueError as error:
-                methods.append(common.Method(name, None, None, str(error).split(";")[0][:100]))
-    methods.append(memjax_method_("memjax default (msm)", None, "msm"))
+            with_before(f"memjax {kind} {fraction:.0%}", fraction, kind)
+    with_before("memjax default (msm)", None, "msm")
+    methods.append(memjax_method_("memjax store_all", None, "store_all"))
+    if not extras:
+        return methods
     # Internal states holding only the gate pre-activations (and the carry): a smaller alpha.
     gates = jax.checkpoint_policies.save_only_these_names("gates")
     methods.append(memjax_method_("memjax default, gates saved", None, "msm", gates))
     for fraction in (0.2, 0.6):
         methods.append(memjax_method_(f"memjax msm {fraction:.0%}, gates saved", fraction, "msm", gates))
-    methods.append(memjax_method_("memjax store_all", None, "store_all"))
     methods.append(memjax_method_("memjax store_all, gates saved", None, "store_all", gates))
     return methods
 
@@ -315,6 +360,12 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     parser.add_argument("--match-peers", action="store_true",
                         help="also run memjax at each peer's own memory, and print the per-peer comparison")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline", default=None,
+                        help="a folder holding an older memjax (DIR/memjax): adds its memjax rows as '(before)'")
+    parser.add_argument("--executors", nargs="+", default=[], choices=("pipelined", "interpreter"),
+                        help="also run each msm row with these memjax executors")
+    parser.add_argument("--no-gates", action="store_true",
+                        help="leave out the rows whose internal states hold only the gates")
     args = parser.parse_args(argv)
     quick = args.quick
     length = args.T or (100 if quick else 1000)
@@ -329,7 +380,9 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     xs = jax.random.normal(key_xs, (length, batch, inputs), jnp.float32)
     init = tuple(jnp.zeros((batch, hidden), jnp.float32) for _ in range(CELLS[args.cell][1]))
     start = time.perf_counter()
-    methods = build_methods(args.cell, params, init, xs, fractions, tuple(args.kinds))
+    baseline = common.load_baseline(args.baseline) if args.baseline else None
+    methods = build_methods(args.cell, params, init, xs, fractions, tuple(args.kinds), baseline=baseline,
+                            extras=not args.no_gates, executors=tuple(args.executors))
     if args.match_peers:
         peers = [m for m in methods if m.loss is not None and not m.name.startswith("memjax")]
         matched, fewest = peer_matched_methods(args.cell, params, init, xs, peers[1:])

@@ -119,3 +119,21 @@ def test_gru_theory_and_compile_time_benchmarks_quick():
     assert "Forwards per step against memory" in out and "| MSM α=2" in out
     out = _run(str(BENCHMARKS / "compile_time.py"), "--lengths", "50", "--methods", "lax", "memjax-hsm")
     assert "| memjax hsm 5%" in out
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_quick_with_baseline(tmp_path):
+    # The repository root holds memjax/, so it serves as its own baseline: the (before) rows run in a second process.
+    out = _run(str(BENCHMARKS / "gpu.py"), "--quick", "--cases", "fast_weights", "--repeats", "1",
+               "--baseline", str(ROOT), "--out-dir", str(tmp_path), timeout=300)
+    assert "| memjax default (before)" in out and "| jax.lax.scan (before process)" in out
+    assert "memjax before and after" in out and "Summary (paper:" in out
+    text = (tmp_path / "gpu_fast_weights.md").read_text()
+    assert "sizes shrunk" in text and "| memjax 5%" in text
+
+
+def test_dispatch_benchmark_quick_with_baseline():
+    # The repository root serves as its own baseline: its memjax is loaded again as memjax_before.
+    out = _run(str(BENCHMARKS / "dispatch.py"), "--quick", "--baseline", str(ROOT))
+    assert "| memjax default" in out and "| memjax (before) default" in out
+    assert re.search(r"\| memjax default .*pipelined, \d+ conditionals", out)
