@@ -6,9 +6,9 @@ Every method is a scalar loss ``loss(params, *args)``; the harness differentiate
 * compile time: tracing, lowering and XLA compilation (``jit(...).lower(...).compile()``), in seconds;
 * temp memory: ``compiled.memory_analysis().temp_size_in_bytes``, the scratch memory XLA allocates for the whole
   gradient (deterministic; it excludes the arguments and the returned gradient);
-* gradient time: the median over ``repeats`` runs, the methods *interleaved* (round ``r`` runs every method once,
-  in a random order drawn anew each round), so that load from other processes, and what a run inherits from
-  the run before it, spread over all methods alike;
+* gradient time: the median over ``repeats`` runs, the methods *interleaved* (each round runs every method, in
+  a random order drawn anew each round, so that load from other processes spreads over all methods alike),
+  each timed on its second run in a row (what a run costs depends on the run before it);
 * the ratio of memory and time to the reference method (``jax.lax.scan``);
 * the largest absolute difference of the gradient from the reference's;
 * on devices that keep memory statistics (GPU), the peak memory of the first run (:func:`run_methods`).
@@ -212,10 +212,12 @@ def run_methods(methods: Sequence[Method], args: tuple, repeats: int = 5, refere
         if round_ and deadline is not None and round_start + last_round > deadline:
             log(f"timing stopped for time after {round_} round(s)")
             break
-        # A fresh random order each round: what a run costs depends on the run before it (a method that follows
-        # one with a smaller footprint pays to map its memory again), so no method may always follow the same one.
+        # What a run costs depends on the run before it: one that follows a method with a smaller footprint pays
+        # to map its memory again (lax.scan measured up to 1.8x slower that way). So each method runs twice in a
+        # row and only the second run is timed, in a fresh random order each round.
         order = np.random.default_rng(round_).permutation(len(runnable))
         for result, compiled in (runnable[i] for i in order):
+            jax.block_until_ready(compiled(*args))
             start, cpu = time.perf_counter(), time.process_time()
             jax.block_until_ready(compiled(*args))
             result.times.append(time.perf_counter() - start)

@@ -117,6 +117,9 @@ CASES = {"lstm_short": ("lstm", 1.0), "lstm_long": ("lstm", 2.0), "fast_weights"
 # memjax rows: label, memory, kind.
 MEMJAX_ROWS = (("memjax default", None, "msm"), ("memjax 5%", "5%", "msm"), ("memjax 20%", "20%", "msm"),
                ("memjax hsm default", None, "hsm"))
+# LSTM only, in the current memjax: the same plans run by the row interpreter (executor="interpreter"), to see
+# what the pipeline's fewer dispatches buy on the device.
+INTERPRETER_ROWS = (("memjax default, interpreter", None, "msm"), ("memjax 5%, interpreter", "5%", "msm"))
 
 
 # -- cases ------------------------------------------------------------------------------------------------------
@@ -167,6 +170,13 @@ def build_case(case: str, sizes: Sizes, memjax_only: bool) -> tuple[str, tuple, 
                                               loss=memjax_loss(memory, kind)))
         except Exception as error:  # planning failed inside memjax: a row that says so, the rest go on
             methods.append(_failed(name, error))
+    if case.startswith("lstm") and not memjax_only:  # the executor's own question: pipeline or row interpreter
+        for name, memory, kind in INTERPRETER_ROWS:
+            try:
+                methods.append(lstm.memjax_method(step, params, init, xs, name, memory, kind,
+                                                  executor="interpreter"))
+            except Exception as error:
+                methods.append(_failed(name, error))
     return title, args, methods
 
 

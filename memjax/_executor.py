@@ -125,12 +125,12 @@ class Executor:
     @property
     def forward_count(self) -> int:
         """Forward step evaluations per gradient."""
-        raise NotImplementedError
+        return self.plan.forward_count
 
     @property
     def conditionals(self) -> int:
         """Conditionals evaluated per gradient (no loop has a dynamic trip count)."""
-        raise NotImplementedError
+        return self.plan.conditionals
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _index(self, k):
@@ -288,14 +288,6 @@ class Interpreter(Executor):
         super().__init__(step, plan, reverse, unroll)
         self.tables = compile_tables(plan.schedule)
 
-    @property
-    def forward_count(self) -> int:
-        return self.plan.forward_count
-
-    @property
-    def conditionals(self) -> int:
-        return self.tables.conditionals
-
     def forward(self, consts, init, xs):
         t, tables, layout = self.plan.length, self.tables, self.layout
 
@@ -366,14 +358,6 @@ class Pipelined(Executor):
     def __init__(self, step, plan, reverse: bool, unroll, pipe: Pipeline):
         super().__init__(step, plan, reverse, unroll)
         self.pipe = pipe
-
-    @property
-    def forward_count(self) -> int:
-        return self.pipe.forward_count
-
-    @property
-    def conditionals(self) -> int:
-        return self.pipe.conditionals
 
     def forward(self, consts, init, xs):
         t, pipe, layout = self.plan.length, self.pipe, self.layout
