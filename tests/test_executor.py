@@ -156,3 +156,15 @@ def test_interpreter_dispatch_is_counted_per_row():
     tables_rows = (plan.conditionals - 2 * 39) / 7
     assert tables_rows == int(tables_rows) and tables_rows >= plan.forward_count - 40
     np.testing.assert_equal(plan.executor, "interpreter")
+
+
+def test_explain_reports_the_executor_and_its_conditionals(capsys):
+    pipelined = memjax.explain(functools.partial(lstm_step, P), INIT, xs_of(120), memory=0.3)
+    out = capsys.readouterr().out
+    assert pipelined.executor == "pipelined" and pipelined.conditionals == plan_of(120, 0.3).conditionals
+    assert f"pipelined, {pipelined.conditionals} conditionals per gradient" in out
+    assert "(the policy's own: " in out  # the pipeline recomputes its checkpoints: more forwards than the policy
+    interpreted = memjax.explain(functools.partial(lstm_step, P), INIT, xs_of(40), memory=0.1, kind="hsm",
+                                 verbose=False)
+    assert interpreted.executor == "interpreter"
+    assert f"interpreter (one row per action), {interpreted.conditionals} conditionals" in str(interpreted)
