@@ -26,7 +26,6 @@ import numpy as np
 from memjax._pipeline import KEEP, LOAD_INTERNAL, Pipeline
 from memjax._pool import PoolLayout
 from memjax._schedule import Op
-from memjax._tables import compile_tables
 
 __all__ = ["Executor", "Interpreter", "Pipelined", "make_executor", "zero_cotangent"]
 
@@ -103,9 +102,6 @@ class Executor:
       plan: the :class:`memjax.ScanPlan`, with a policy.
       reverse, unroll: as in ``jax.lax.scan``.
     """
-
-    #: Which executor this is, as reports name it.
-    name = ""
 
     def __init__(self, step, plan, reverse: bool, unroll):
         self.step = step
@@ -282,11 +278,9 @@ class Interpreter(Executor):
     that return zeros for what they do not compute would materialise parameter-sized arrays on every row.
     """
 
-    name = "interpreter"
-
     def __init__(self, step, plan, reverse: bool, unroll):
         super().__init__(step, plan, reverse, unroll)
-        self.tables = compile_tables(plan.schedule)
+        self.tables = plan.tables
 
     def forward(self, consts, init, xs):
         t, tables, layout = self.plan.length, self.tables, self.layout
@@ -352,8 +346,6 @@ class Pipelined(Executor):
     lead-in forwards, then chunks of (backward step, forward) iterations, each chunk after one conditional
     forward, then the remainder and the backward steps left.
     """
-
-    name = "pipelined"
 
     def __init__(self, step, plan, reverse: bool, unroll, pipe: Pipeline):
         super().__init__(step, plan, reverse, unroll)

@@ -28,7 +28,7 @@ from memjax._pipeline import Pipeline, pipeline
 from memjax._pool import PoolLayout
 from memjax._schedule import Schedule
 from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
-from memjax._tables import compile_tables
+from memjax._tables import Tables, compile_tables
 
 __all__ = ["ScanPlan", "SCAN_KINDS", "EXECUTORS", "plan", "plan_fastest", "check_kind", "check_executor",
            "prefers_pipeline"]
@@ -103,12 +103,17 @@ class ScanPlan:
         return self.policy.cost if self.pipeline is None else self.pipeline.forward_count
 
     @functools.cached_property
+    def tables(self) -> Tables | None:
+        """The schedule as the interpreter's tables (``None`` where a pipeline or ``lax.scan`` runs it)."""
+        return compile_tables(self.schedule) if self.policy is not None and self.pipeline is None else None
+
+    @property
     def conditionals(self) -> int:
         """Conditionals the gradient evaluates (no loop of the executor has a dynamic trip count): one per chunk
         of a pipeline's main loop, or seven per row of the interpreter and two per step of its forward sweep."""
         if self.policy is None:
             return 0
-        return self.pipeline.conditionals if self.pipeline is not None else compile_tables(self.schedule).conditionals
+        return self.pipeline.conditionals if self.pipeline is not None else self.tables.conditionals
 
     @property
     def executor(self) -> str:
