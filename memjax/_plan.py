@@ -16,22 +16,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from memjax._budget import Budget, format_bytes
-from memjax._cost import estimate_step_costs, predict_seconds
-from memjax._measure import StepSizes
 from memjax._pipeline import Pipeline, pipeline
-from memjax._pool import PoolLayout
 from memjax._schedule import Schedule
 from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
 from memjax._tables import Tables, compile_tables
 
-__all__ = ["ScanPlan", "SCAN_KINDS", "EXECUTORS", "plan", "plan_fastest", "check_kind", "check_executor",
-           "prefers_pipeline"]
+if TYPE_CHECKING:  # planning takes measured sizes as plain numbers and shapes; it imports no JAX
+    from memjax._measure import StepSizes
+
+__all__ = ["ScanPlan", "SCAN_KINDS", "EXECUTORS", "plan", "check_kind", "check_executor", "prefers_pipeline",
+           "pool_quanta"]
 
 SCAN_KINDS = KINDS + ("auto",)
 EXECUTORS = ("auto", "pipelined", "interpreter")
@@ -121,6 +121,30 @@ class ScanPlan:
         return "lax.scan" if self.policy is None else "interpreter" if self.pipeline is None else "pipelined"
 
 
+def pool_quanta(carry_avals, residual_avals, hidden_quanta: int, internal_quanta: int | None):
+    """The pools' dtypes and, per dtype, the elements of one quantum: enough that a hidden state's leaves of that
+    dtype fit in ``hidden_quanta`` quanta and an internal state's (the residuals and the carry) in
+    ``internal_quanta`` (``None``: internal states are never stored). Avals need ``shape`` and ``dtype`` only.
+
+    Returns:
+      ``(dtypes, per_quantum)``, two tuples, the dtypes sorted by name.
+    """
+    dtypes = tuple(sorted({np.dtype(a.dtype) for a in (*carry_avals, *residual_avals)}, key=str))
+    per_quantum = []
+    for dtype in dtypes:
+        hidden = sum(_size(a) for a in carry_avals if np.dtype(a.dtype) == dtype)
+        internal = hidden + sum(_size(a) for a in residual_avals if np.dtype(a.dtype) == dtype)
+        need = math.ceil(hidden / hidden_quanta)
+        if internal_quanta is not None:
+            need = max(need, math.ceil(internal / internal_quanta))
+        per_quantum.append(need)
+    return dtypes, tuple(per_quantum)
+
+
+def _size(aval) -> int:
+    return int(np.prod(aval.shape, dtype=np.int64))
+
+
 def check_kind(kind) -> None:
     if not isinstance(kind, str) or kind not in SCAN_KINDS:
         raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, SCAN_KINDS))}.")
@@ -146,7 +170,8 @@ def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None, pipeli
         return ScanPlan(length, kind, sizes, budget_bytes, None, unit, store_all, raised)
     s, i = (1, None) if kind in ("hsm", "recompute") else _quantize(alpha)
     # One quantum in bytes, as the pools lay states out (at least carry / s and internal / i).
-    quantum = max(PoolLayout(sizes.carry_avals, sizes.variant_avals, s, i).quantum_bytes, 1)
+    dtypes, per_quantum = pool_quanta(sizes.carry_avals, sizes.variant_avals, s, i)
+    quantum = max(int(sum(n * d.itemsize for n, d in zip(per_quantum, dtypes))), 1)
     least = round(min_memory(length, None, alpha=alpha, kind=kind) * s) * quantum
     if budget is None:  # the least memory for at most one extra forward pass
         units = 1.0 if kind == "recompute" else min_memory(length, 2 * length, alpha=alpha, kind=kind)
@@ -226,27 +251,3 @@ def _fit(budget: Budget | None, default, least: int, store_all: int, kind: str, 
         f"for this step over length={length}: {least} bytes ({format_bytes(least)}; the carry is "
         f"{sizes.carry_bytes} bytes, an internal state {sizes.internal_bytes} bytes). Pass memory>={least}"
         f"{advice}.")
-
-
-def plan_fastest(length: int, sizes: StepSizes, budget: Budget | None, step, consts, carry, x0,
-                 pipelined: bool = True) -> ScanPlan:
-    """``kind="auto"``: the candidate policy with the least predicted time within the budget."""
-    if budget is None and length > 1:  # the default budget is the MSM default: at most 2 forwards per step
-        budget = Budget("bytes", plan(length, "msm", sizes, None, pipelined).budget_bytes)
-    avals = [jax.ShapeDtypeStruct(np.shape(c), jnp.result_type(c)) for c in consts]
-    costs = estimate_step_costs(lambda p, c, x: step(c, x, *p), avals, carry, x0)
-    plans = []
-    for kind in ("msm", "hsm", "chen", "ism", "store_all"):
-        try:
-            candidate = plan(length, kind, sizes, budget, pipelined)
-        except ValueError:
-            continue  # below what this kind can work with
-        if candidate.raised_to_least and kind != "msm":
-            continue  # a relative budget raised for this kind is not within what was asked
-        plans.append((predict_seconds(candidate.schedule, costs, sizes.carry_bytes, sizes.internal_bytes, length),
-                      candidate))
-    if not plans:
-        return plan(length, "msm", sizes, budget, pipelined)  # raises the error that names the least budget
-    predictions = tuple((candidate.kind, candidate.forward_count, seconds) for seconds, candidate in plans)
-    best = min(plans, key=lambda pair: pair[0])[1]
-    return dataclasses.replace(best, predictions=predictions)

@@ -10,11 +10,11 @@ backward pass) flow through stored states.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from memjax._plan import pool_quanta
 
 __all__ = ["PoolLayout"]
 
@@ -37,16 +37,7 @@ class PoolLayout:
     def __init__(self, carry_avals, residual_avals, hidden_quanta: int, internal_quanta: int | None):
         carry_avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in carry_avals]
         residual_avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in residual_avals]
-        self.dtypes = tuple(sorted({np.dtype(a.dtype) for a in carry_avals + residual_avals}, key=str))
-        per_quantum = []
-        for dtype in self.dtypes:
-            hidden = sum(_size(a) for a in carry_avals if np.dtype(a.dtype) == dtype)
-            internal = hidden + sum(_size(a) for a in residual_avals if np.dtype(a.dtype) == dtype)
-            need = math.ceil(hidden / hidden_quanta)
-            if internal_quanta is not None:
-                need = max(need, math.ceil(internal / internal_quanta))
-            per_quantum.append(need)
-        self.per_quantum = tuple(per_quantum)
+        self.dtypes, self.per_quantum = pool_quanta(carry_avals, residual_avals, hidden_quanta, internal_quanta)
         self.quantum_bytes = int(sum(n * d.itemsize for n, d in zip(self.per_quantum, self.dtypes)))
         self.hidden = Item(self, carry_avals)
         self.internal = Item(self, residual_avals + carry_avals)

@@ -12,16 +12,20 @@ A call goes through three stages, each in its own module:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from memjax._budget import parse_budget
+from memjax._budget import Budget, parse_budget
 from memjax._checks import check_arguments, closure_convert, example_arguments
+from memjax._cost import estimate_step_costs, predict_seconds
 from memjax._executor import make_executor
 from memjax._keys import carry_keys_as_data, data_to_keys
-from memjax._measure import measure_step
-from memjax._plan import SCAN_KINDS, ScanPlan, check_executor, check_kind, plan, plan_fastest, prefers_pipeline
+from memjax._measure import StepSizes, measure_step
+from memjax._plan import SCAN_KINDS, ScanPlan, check_executor, check_kind, plan, prefers_pipeline
 from memjax._primitive import ScanPrimitive
 
 __all__ = ["scan", "plan_scan", "ScanPlan", "SCAN_KINDS"]
@@ -123,3 +127,27 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
         out = jax.eval_shape(executor.primal, consts, init, xs)
         carry, ys = ScanPrimitive(executor, consts, init, xs, out, effects)(consts, init, xs)
     return (carry if key_impls is None else data_to_keys(carry, key_impls)), ys
+
+
+def plan_fastest(length: int, sizes: StepSizes, budget: Budget | None, step, consts, carry, x0,
+                 pipelined: bool = True) -> ScanPlan:
+    """``kind="auto"``: the candidate policy with the least predicted time within the budget."""
+    if budget is None and length > 1:  # the default budget is the MSM default: at most 2 forwards per step
+        budget = Budget("bytes", plan(length, "msm", sizes, None, pipelined).budget_bytes)
+    avals = [jax.ShapeDtypeStruct(np.shape(c), jnp.result_type(c)) for c in consts]
+    costs = estimate_step_costs(lambda p, c, x: step(c, x, *p), avals, carry, x0)
+    plans = []
+    for kind in ("msm", "hsm", "chen", "ism", "store_all"):
+        try:
+            candidate = plan(length, kind, sizes, budget, pipelined)
+        except ValueError:
+            continue  # below what this kind can work with
+        if candidate.raised_to_least and kind != "msm":
+            continue  # a relative budget raised for this kind is not within what was asked
+        plans.append((predict_seconds(candidate.schedule, costs, sizes.carry_bytes, sizes.internal_bytes, length),
+                      candidate))
+    if not plans:
+        return plan(length, "msm", sizes, budget, pipelined)  # raises the error that names the least budget
+    predictions = tuple((candidate.kind, candidate.forward_count, seconds) for seconds, candidate in plans)
+    best = min(plans, key=lambda pair: pair[0])[1]
+    return dataclasses.replace(best, predictions=predictions)

@@ -156,3 +156,32 @@ def test_interpreter_schedules_do_not_pipeline():
     """HSM's backward sweep stores hidden states as it goes: not a pipeline's uniform loop."""
     policy = solve(50, 4, kind="hsm")
     assert pipeline(policy.schedule(), stack_quanta=1 << 62) is None
+
+
+def test_planning_modules_import_no_jax():
+    """Planning a scan (budget, policy, schedule, pipeline, tables) is pure numpy: no module it imports at run
+    time, followed through memjax's own modules, is JAX (imports under ``if TYPE_CHECKING`` are for types)."""
+    import ast
+    import pathlib
+
+    package = pathlib.Path(__file__).resolve().parents[1] / "memjax"
+
+    def imports(module):
+        tree = ast.parse((package / f"{module}.py").read_text())
+        for node in tree.body:  # top level only: an ``if TYPE_CHECKING`` block is not run
+            if isinstance(node, ast.Import):
+                yield from (alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                yield node.module
+
+    seen, todo = set(), ["_plan"]
+    while todo:
+        module = todo.pop()
+        seen.add(module)
+        for name in imports(module):
+            assert name.split(".")[0] != "jax", f"memjax.{module} imports {name}"
+            if name.startswith("memjax."):
+                child = name.split(".")[1]
+                if child not in seen:
+                    todo.append(child)
+    assert {"_plan", "_pipeline", "_tables", "_solver", "_schedule", "_budget"} <= seen
