@@ -504,17 +504,20 @@ def min_memory(length: int, max_cost: int | None = None, *, alpha: float = 1.0, 
         return float(lo)
     if max_cost >= t * (t + 1) // 2:
         return 1.0
-    full = _full_quanta(t, s, i, True)
-    quanta = min(full, 16 * s)
-    while True:  # the table's cost grows with its width: double it until the answer is inside
-        table = _table(t, quanta, s, i, hidden=kind == "msm", internal=True, slack=max_cost + 1 - t)
-        if table.cost(t, quanta) <= max_cost:  # cells above max_cost may be capped (at max_cost + 1 or more)
-            lo, hi = s, quanta
-            while lo < hi:  # more memory never costs more: the cost is non-increasing in q
-                mid = (lo + hi) // 2
-                lo, hi = (lo, mid) if table.cost(t, mid) <= max_cost else (mid + 1, hi)
-            return float(lo) / s
-        quanta = min(full, 2 * quanta)
+    hidden = kind == "msm"
+    # The table's cost grows with its width, so solve it only as wide as the answer can be: the least width at
+    # which a known policy (_cost_bound) makes at most max_cost forwards. The bound holds at full width (its cost
+    # is the floor t there), so the search ends on a width where it holds.
+    lo, hi = s, _full_quanta(t, s, i, True)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _cost_bound(t, mid, s, i, hidden) <= max_cost else (mid + 1, hi)
+    table = _table(t, hi, s, i, hidden=hidden, internal=True, slack=max_cost + 1 - t)
+    lo = s
+    while lo < hi:  # more memory never costs more: the cost is non-increasing in q (cells above max_cost may be
+        mid = (lo + hi) // 2  # capped at max_cost + 1 or more)
+        lo, hi = (lo, mid) if table.cost(t, mid) <= max_cost else (mid + 1, hi)
+    return float(lo) / s
 
 
 def _emit(t: int, s: int, i: int, budget: int, decide: Decide) -> Schedule:
