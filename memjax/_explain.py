@@ -36,6 +36,7 @@ class Explanation:
       conditionals: conditionals the gradient evaluates (each a dispatch on an accelerator); no loop of the
         executor has a dynamic trip count.
       store_all_bytes: what standard BPTT (``jax.lax.scan``) stores for the same step.
+      title: what is explained (an adapter names its module), printed on the first line; ``None``: nothing.
     """
 
     plan: ScanPlan
@@ -50,6 +51,7 @@ class Explanation:
     store_all_bytes: int
     executor: str = "lax.scan"
     conditionals: int = 0
+    title: str | None = None
 
     def __str__(self) -> str:
         plan = self.plan
@@ -80,7 +82,8 @@ class Explanation:
             schedule = plan.schedule
             rows.insert(6, ("policy slots", f"{schedule.hidden_slots} hidden + {schedule.internal_slots} internal"))
         width = max(len(name) for name, _ in rows)
-        return "memjax.explain\n" + "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
+        header = "memjax.explain" if self.title is None else f"memjax.explain: {self.title}"
+        return header + "\n" + "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
 
     def _repr_pretty_(self, printer, cycle):  # IPython
         printer.text(str(self))
