@@ -11,11 +11,10 @@ import sys
 
 
 def _memory(text: str):
-    """The demo's --memory: 'none' for the default, an int of bytes, or a string memjax.scan accepts."""
+    """The demo's --memory: 'none' for the default, or a budget string memjax.scan accepts (a bare number is
+    refused there, as it is ambiguous between a percentage and bytes)."""
     if text.lower() in ("none", "default"):
         return None
-    if text.isdigit():
-        return int(text)
     return text
 
 
@@ -33,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "jax.lax.scan's (temp memory, time, largest difference).")
     demo.add_argument("--length", type=int, default=1000, help="sequence length, scan steps (default 1000)")
     demo.add_argument("--memory", type=_memory, default="5%",
-                      help="memjax budget: '5%%' of what lax.scan stores, '16MiB', bytes, or 'none' for the "
+                      help="memjax budget: '5%%' of what lax.scan stores, '16MiB', '5000B', or 'none' for the "
                            "least memory with two forwards per step (default 5%%)")
     demo.add_argument("--kind", choices=KINDS, default="msm", help="policy kind (default msm)")
     demo.add_argument("--steps", type=int, default=150, help="training steps (default 150)")
