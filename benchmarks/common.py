@@ -24,15 +24,30 @@ import statistics
 import sys
 import time
 import traceback
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 MiB = 2**20
 
-__all__ = ["Method", "Result", "compile_grad", "run_methods", "results_table", "markdown_table", "pareto_plot",
-           "log", "MiB", "clear_solver_caches", "platform_line", "device_memory", "error_line", "load_baseline"]
+__all__ = [
+    "Method",
+    "Result",
+    "compile_grad",
+    "run_methods",
+    "results_table",
+    "markdown_table",
+    "pareto_plot",
+    "log",
+    "MiB",
+    "clear_solver_caches",
+    "platform_line",
+    "device_memory",
+    "error_line",
+    "load_baseline",
+]
 
 
 def log(*parts) -> None:
@@ -115,8 +130,13 @@ def compile_grad(loss: Callable, *args):
 
 def _max_abs_difference(a, b) -> float:
     leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    return max((float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-                for x, y in zip(leaves_a, leaves_b)), default=0.0)
+    return max(
+        (
+            float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+            for x, y in zip(leaves_a, leaves_b)
+        ),
+        default=0.0,
+    )
 
 
 def device_memory() -> tuple[int, int] | None:
@@ -137,9 +157,15 @@ def error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}"
 
 
-def run_methods(methods: Sequence[Method], args: tuple, repeats: int = 5, reference: str | None = None,
-                max_temp_bytes: int | None = None, compile_deadline: float | None = None,
-                deadline: float | None = None) -> list[Result]:
+def run_methods(
+    methods: Sequence[Method],
+    args: tuple,
+    repeats: int = 5,
+    reference: str | None = None,
+    max_temp_bytes: int | None = None,
+    compile_deadline: float | None = None,
+    deadline: float | None = None,
+) -> list[Result]:
     """Compile every method, run each once (checking its gradient and peak memory), then time them interleaved.
 
     The first runs go in order of increasing temp memory, so that the device's high-water mark (which cannot be
@@ -234,11 +260,15 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align:
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
 
     def line(values):
-        return "| " + " | ".join(v.ljust(w) if a == "l" else v.rjust(w)
-                                 for v, w, a in zip(values, widths, align)) + " |"
+        return (
+            "| " + " | ".join(v.ljust(w) if a == "l" else v.rjust(w) for v, w, a in zip(values, widths, align)) + " |"
+        )
 
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else (":" + "-" * (w + 1))
-                          for w, a in zip(widths, align)) + "|"
+    rule = (
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if a == "r" else (":" + "-" * (w + 1)) for w, a in zip(widths, align))
+        + "|"
+    )
     return "\n".join([line(headers), rule] + [line(r) for r in cells])
 
 
@@ -260,12 +290,36 @@ def results_table(results: Sequence[Result], reference: str | None = None) -> st
         time_ratio = r.median_s / ref.median_s if ref.times else math.nan
         cpu_ratio = r.cpu_s / ref.cpu_s if ref.cpu_times else math.nan
         note = r.note if not r.skipped else ("not run: " + r.skipped + ("; " + r.note if r.note else ""))
-        rows.append([r.name, _fmt(r.forwards, ".3g"), _fmt(r.temp_mib, "mib"), _fmt(memory_ratio, ".3f"),
-                     _fmt(r.compile_s, ".2f"), _fmt(r.median_s, ".3f"), _fmt(r.min_s, ".3f"), _fmt(time_ratio, ".2f"),
-                     _fmt(r.cpu_s, ".3f"), _fmt(cpu_ratio, ".2f"),
-                     _fmt(r.max_error, ".1e"), note])
-    headers = ["method", "fwd/step", "temp MiB", "mem vs lax", "compile s", "grad s (median)", "grad s (min)",
-               "time vs lax", "cpu s (median)", "cpu vs lax", "max |Δgrad|", "note"]
+        rows.append(
+            [
+                r.name,
+                _fmt(r.forwards, ".3g"),
+                _fmt(r.temp_mib, "mib"),
+                _fmt(memory_ratio, ".3f"),
+                _fmt(r.compile_s, ".2f"),
+                _fmt(r.median_s, ".3f"),
+                _fmt(r.min_s, ".3f"),
+                _fmt(time_ratio, ".2f"),
+                _fmt(r.cpu_s, ".3f"),
+                _fmt(cpu_ratio, ".2f"),
+                _fmt(r.max_error, ".1e"),
+                note,
+            ]
+        )
+    headers = [
+        "method",
+        "fwd/step",
+        "temp MiB",
+        "mem vs lax",
+        "compile s",
+        "grad s (median)",
+        "grad s (min)",
+        "time vs lax",
+        "cpu s (median)",
+        "cpu vs lax",
+        "max |Δgrad|",
+        "note",
+    ]
     return markdown_table(headers, rows, "lrrrrrrrrrrl")
 
 
@@ -280,13 +334,19 @@ def pareto_plot(results: Sequence[Result], path: str, title: str = "", time: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(r.temp_mib, r.cpu_s if time == "cpu" else r.median_s, r.name)
-              for r in results if r.times and r.temp_bytes]
+    points = [
+        (r.temp_mib, r.cpu_s if time == "cpu" else r.median_s, r.name) for r in results if r.times and r.temp_bytes
+    ]
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for mib, seconds, name in points:
         family = "memjax" if name.startswith("memjax") else name.split()[0]
-        color = {"memjax": "tab:blue", "jax.lax.scan": "black", "equinox": "tab:green", "flax": "tab:purple",
-                 "chen": "tab:orange"}.get(family, "tab:red")
+        color = {
+            "memjax": "tab:blue",
+            "jax.lax.scan": "black",
+            "equinox": "tab:green",
+            "flax": "tab:purple",
+            "chen": "tab:orange",
+        }.get(family, "tab:red")
         ax.plot(mib, seconds, "o", color=color, ms=5)
         ax.annotate(name, (mib, seconds), fontsize=7, xytext=(3, 3), textcoords="offset points")
     front, best = [], math.inf
@@ -329,8 +389,10 @@ def platform_line() -> str:
     import platform
 
     device = jax.devices()[0]
-    return (f"jax {jax.__version__}, {device.platform} ({device.device_kind}), {os.cpu_count()} CPU cores, "
-            f"Python {platform.python_version()}")
+    return (
+        f"jax {jax.__version__}, {device.platform} ({device.device_kind}), {os.cpu_count()} CPU cores, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def load_baseline(directory: str):

@@ -116,8 +116,7 @@ print(json.dumps(out))
 
 
 def run_case(length: int, method: str, memory: str, cap: float) -> dict:
-    code = _CASE.format(bench=str(pathlib.Path(__file__).resolve().parent), length=length, method=method,
-                        memory=memory)
+    code = _CASE.format(bench=str(pathlib.Path(__file__).resolve().parent), length=length, method=method, memory=memory)
     return _run_json([sys.executable, "-c", code], cap)
 
 
@@ -304,6 +303,7 @@ def _ratio(numerator: float | None, denominator: float | None) -> str:
 
 def _memjax_commit(directory: pathlib.Path) -> str:
     """The commit of the git checkout at ``directory``, marked ``+ uncommitted changes`` where memjax/ differs."""
+
     def git(*words):
         done = subprocess.run(["git", "-C", str(directory), *words], check=False, capture_output=True, text=True)
         return done.stdout.strip()
@@ -348,14 +348,20 @@ def frameworks_table(args, length: int, size: str) -> tuple[str, dict]:
             result = run_framework_case(method, length, size, args.memory, baseline, args.cap)
             done.append(result)
             planning = f" (planning {result['plan_s']:.2f} s)" if "plan_s" in result else ""
-            common.log("  " + (result.get("error") or result.get("skipped") or
-                               f"trace+lower {result['lower_s']:.2f} s{planning}, compile {result['compile_s']:.2f} s"))
+            common.log(
+                "  "
+                + (
+                    result.get("error")
+                    or result.get("skipped")
+                    or f"trace+lower {result['lower_s']:.2f} s{planning}, compile {result['compile_s']:.2f} s"
+                )
+            )
 
     budget = "default budget" if args.memory is None else f"memory={args.memory}"
     totals = {case: _median(runs, "total_s") for case, runs in results.items()}
     rows = []
     for method, label, replaces in FRAMEWORK_ROWS:
-        for baseline in ([None, args.baseline] if replaces and args.baseline else [None]):
+        for baseline in [None, args.baseline] if replaces and args.baseline else [None]:
             runs = results[(method, baseline)]
             good = [r for r in runs if "total_s" in r]
             notes = [r.get("error") or r.get("skipped") for r in runs if "total_s" not in r][:1]
@@ -367,22 +373,38 @@ def frameworks_table(args, length: int, size: str) -> tuple[str, dict]:
                 notes.append(f"planning: {good[0]['plan_calls']} calls of prepare")
             total, temp = totals[(method, baseline)], _median(good, "temp_bytes")
             spread = f"{min(r['total_s'] for r in good):.2f}–{max(r['total_s'] for r in good):.2f}" if good else "—"
-            row = [label + (f" ({budget})" if replaces else "") + (" (before)" if baseline else ""),
-                   _number(_median(good, "lower_s")), _number(_median(good, "plan_s")),
-                   _number(_median(good, "compile_s")), _number(total), spread,
-                   _number(None if temp is None else temp / common.MiB, ".3g"),
-                   _ratio(total, totals[("lax", None)]) if replaces else "—",
-                   _ratio(total, totals[(replaces, None)]) if replaces else "—"]
+            row = [
+                label + (f" ({budget})" if replaces else "") + (" (before)" if baseline else ""),
+                _number(_median(good, "lower_s")),
+                _number(_median(good, "plan_s")),
+                _number(_median(good, "compile_s")),
+                _number(total),
+                spread,
+                _number(None if temp is None else temp / common.MiB, ".3g"),
+                _ratio(total, totals[("lax", None)]) if replaces else "—",
+                _ratio(total, totals[(replaces, None)]) if replaces else "—",
+            ]
             if args.baseline:
                 row.append(_ratio(total, totals.get((method, args.baseline))) if replaces and not baseline else "—")
             rows.append(row + ["; ".join(notes)])
-    headers = ["method", "trace+lower s", "of which planning s", "compile s", "total s", "total s (min–max)",
-               "temp MiB", "total vs lax.scan", "total vs the scan it replaces"]
+    headers = [
+        "method",
+        "trace+lower s",
+        "of which planning s",
+        "compile s",
+        "total s",
+        "total s (min–max)",
+        "temp MiB",
+        "total vs lax.scan",
+        "total vs the scan it replaces",
+    ]
     if args.baseline:
         headers.append("total vs (before)")
     headers.append("note")
-    title = (f"### Compile time of the LSTM gradient by framework: T={length:,}, batch {batch}, {inputs} inputs, "
-             f"{hidden} units (`--size {size}`); medians of {args.rounds} round(s), each case a fresh process")
+    title = (
+        f"### Compile time of the LSTM gradient by framework: T={length:,}, batch {batch}, {inputs} inputs, "
+        f"{hidden} units (`--size {size}`); medians of {args.rounds} round(s), each case a fresh process"
+    )
     legend = (
         "trace+lower: `jax.jit(jax.grad(loss)).lower(...)`, the process's first trace of the gradient (cold "
         "caches). of which planning: the part of that trace+lower spent in memjax's planning "
@@ -395,9 +417,11 @@ def frameworks_table(args, length: int, size: str) -> tuple[str, dict]:
         + " temp MiB: `compiled.memory_analysis().temp_size_in_bytes`. The `jax.lax.scan`/`memjax.scan` rows put "
         "the loss (the sum over steps of `mean(h_t ** 2)`) inside the loop; the Flax and Haiku rows compute the "
         "same loss from the loop's outputs, after it. Parameters of the Flax and Haiku rows come from an untimed "
-        "`init` on one step first.")
-    return "\n\n".join([title, common.markdown_table(headers, rows, "l" + "r" * (len(headers) - 2) + "l"),
-                        legend]), results
+        "`init` on one step first."
+    )
+    return "\n\n".join(
+        [title, common.markdown_table(headers, rows, "l" + "r" * (len(headers) - 2) + "l"), legend]
+    ), results
 
 
 def frameworks(args) -> dict:
@@ -410,11 +434,15 @@ def frameworks(args) -> dict:
         for length in args.lengths or [1000]:
             section, results[(size, length)] = frameworks_table(args, length, size)
             sections.append(section)
-    head = [common.platform_line() + f"; {_versions()}",
-            f"memjax {_memjax_commit(BENCHMARKS.parent)}"
-            + (f"; `(before)`: {os.path.abspath(args.baseline)}" if args.baseline else ""),
-            (f"run {started}, {time.perf_counter() - clock:.0f} s, load average {load_before[0]:.1f} before and "
-             f"{os.getloadavg()[0]:.1f} after: `python benchmarks/compile_time.py {' '.join(sys.argv[1:])}`")]
+    head = [
+        common.platform_line() + f"; {_versions()}",
+        f"memjax {_memjax_commit(BENCHMARKS.parent)}"
+        + (f"; `(before)`: {os.path.abspath(args.baseline)}" if args.baseline else ""),
+        (
+            f"run {started}, {time.perf_counter() - clock:.0f} s, load average {load_before[0]:.1f} before and "
+            f"{os.getloadavg()[0]:.1f} after: `python benchmarks/compile_time.py {' '.join(sys.argv[1:])}`"
+        ),
+    ]
     title = "## Compile time of the gradient: memjax's drop-ins against the scans they replace"
     text = "\n\n".join([title, "\n".join(f"{line}  " for line in head).rstrip()] + sections) + "\n"
     print(text)
@@ -427,20 +455,41 @@ def frameworks(args) -> dict:
 
 def main(argv=None) -> list | dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=None,
-                        help="sequence lengths (default 100 1000 10000 100000; with --frameworks, 1000)")
-    parser.add_argument("--methods", nargs="+", default=["lax", "memjax-hsm", "memjax-msm"],
-                        choices=["lax", "memjax-hsm", "memjax-msm", "memjax-ism", "memjax-chen"])
-    parser.add_argument("--memory", default=None,
-                        help="memjax's budget (default 5%% of store-all; with --frameworks, memjax's default)")
+    parser.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=None,
+        help="sequence lengths (default 100 1000 10000 100000; with --frameworks, 1000)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["lax", "memjax-hsm", "memjax-msm"],
+        choices=["lax", "memjax-hsm", "memjax-msm", "memjax-ism", "memjax-chen"],
+    )
+    parser.add_argument(
+        "--memory", default=None, help="memjax's budget (default 5%% of store-all; with --frameworks, memjax's default)"
+    )
     parser.add_argument("--cap", type=float, default=120.0, help="seconds before a case is cut off")
-    parser.add_argument("--frameworks", action="store_true",
-                        help="compare memjax's drop-ins with the scans of JAX, Flax and Haiku at one length")
-    parser.add_argument("--size", nargs="+", choices=sorted(SIZES), default=["small"],
-                        help="--frameworks: small (batch 8, 32 inputs, 32 units) and/or paper (64, 256, 256)")
+    parser.add_argument(
+        "--frameworks",
+        action="store_true",
+        help="compare memjax's drop-ins with the scans of JAX, Flax and Haiku at one length",
+    )
+    parser.add_argument(
+        "--size",
+        nargs="+",
+        choices=sorted(SIZES),
+        default=["small"],
+        help="--frameworks: small (batch 8, 32 inputs, 32 units) and/or paper (64, 256, 256)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="--frameworks: fresh processes per case")
-    parser.add_argument("--baseline", default=None,
-                        help="--frameworks: a folder holding an older memjax (DIR/memjax): adds '(before)' rows")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="--frameworks: a folder holding an older memjax (DIR/memjax): adds '(before)' rows",
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="--frameworks: where the table is written")
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # a --frameworks case, in its process
     args = parser.parse_args(argv)
@@ -466,22 +515,53 @@ def main(argv=None) -> list | dict:
             result = run_case(length, method, args.memory, args.cap)
             results.append((length, method, result))
             name = "jax.lax.scan" if method == "lax" else f"memjax {method.split('-')[1]} {args.memory}"
-            rows.append([f"{length:,}", name, _cell(result, "fwd_per_step", ".3f"), _cell(result, "actions", ","),
-                         _cell(result, "solve_s", ".2f"), _cell(result, "plan_s", ".2f"),
-                         _cell(result, "schedule_s", ".2f"),
-                         _cell(result, "lower_s", ".2f"), _cell(result, "compile_s", ".2f"),
-                         _cell(result, "hlo_chars", ".0f", 1 / 1024), _cell(result, "compiled_chars", ".0f", 1 / 1024),
-                         _cell(result, "temp_bytes", ".3g", 1 / common.MiB), result.get("error", "")])
+            rows.append(
+                [
+                    f"{length:,}",
+                    name,
+                    _cell(result, "fwd_per_step", ".3f"),
+                    _cell(result, "actions", ","),
+                    _cell(result, "solve_s", ".2f"),
+                    _cell(result, "plan_s", ".2f"),
+                    _cell(result, "schedule_s", ".2f"),
+                    _cell(result, "lower_s", ".2f"),
+                    _cell(result, "compile_s", ".2f"),
+                    _cell(result, "hlo_chars", ".0f", 1 / 1024),
+                    _cell(result, "compiled_chars", ".0f", 1 / 1024),
+                    _cell(result, "temp_bytes", ".3g", 1 / common.MiB),
+                    result.get("error", ""),
+                ]
+            )
             common.log("  " + " | ".join(rows[-1][2:]))
     print("### Compile time and program size of the gradient (LSTM, batch 8, 32 units)\n")
     print(common.platform_line() + "\n")
-    print(common.markdown_table(
-        ["T", "method", "fwd/step", "actions", "solve s", "plan s", "schedule s", "trace+lower s", "compile s",
-         "StableHLO KiB", "compiled HLO KiB", "temp MiB", "note"], rows, "llrrrrrrrrrrl"))
-    print("\nEach row is a fresh process. plan: memjax.plan_scan from cold caches (measure the step, then solve); "
-          "schedule: flattening the policy into its action table (Policy.schedule(), then cached); trace+lower: "
-          "jit(grad(loss)).lower after both (includes the executor's integer tables); solve: memjax.solve alone, "
-          "from emptied caches, timed last.")
+    print(
+        common.markdown_table(
+            [
+                "T",
+                "method",
+                "fwd/step",
+                "actions",
+                "solve s",
+                "plan s",
+                "schedule s",
+                "trace+lower s",
+                "compile s",
+                "StableHLO KiB",
+                "compiled HLO KiB",
+                "temp MiB",
+                "note",
+            ],
+            rows,
+            "llrrrrrrrrrrl",
+        )
+    )
+    print(
+        "\nEach row is a fresh process. plan: memjax.plan_scan from cold caches (measure the step, then solve); "
+        "schedule: flattening the policy into its action table (Policy.schedule(), then cached); trace+lower: "
+        "jit(grad(loss)).lower after both (includes the executor's integer tables); solve: memjax.solve alone, "
+        "from emptied caches, timed last."
+    )
     return results
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+import common
 import jax
 import jax.numpy as jnp
 
-import common
 import memjax
 
 CARRY = 4
@@ -36,6 +36,7 @@ def scan_loss(scan):
     def loss(params, init):
         w, xs = params
         return jnp.sum(scan(lambda h, x: step(w, h, x), init, xs)[1])
+
     return loss
 
 
@@ -66,8 +67,10 @@ def main(argv=None) -> list[common.Result]:
         w, xs = params
         return jnp.sum(jax.lax.scan(lambda h, x: checkpointed(w, h, x), init, xs)[1])
 
-    methods = [common.Method("jax.lax.scan", scan_loss(jax.lax.scan), 1.0),
-               common.Method("lax.scan + checkpoint(body)", checkpointed_loss, 2.0)]
+    methods = [
+        common.Method("jax.lax.scan", scan_loss(jax.lax.scan), 1.0),
+        common.Method("lax.scan + checkpoint(body)", checkpointed_loss, 2.0),
+    ]
     modules = [("memjax", memjax)]
     if args.baseline:
         modules.append(("memjax (before)", common.load_baseline(args.baseline)))

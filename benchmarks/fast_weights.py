@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+import common
 import jax
 
-import common
 from memjax.models import fast_weights
-
 
 NUM_KEYS = 26
 
@@ -53,8 +52,10 @@ def main(argv=None) -> None:
     if args.quick:
         args.T, args.batch, args.hidden, args.repeats = 40, 2, 16, 1
     params, xs, labels = setup(args.T, args.batch, args.hidden)
-    methods = [common.Method("jax.lax.scan", loss_with(scan=jax.lax.scan), 1),
-               common.Method("lax.scan + checkpoint(body)", loss_with(scan=checkpointed_scan), 2)]
+    methods = [
+        common.Method("jax.lax.scan", loss_with(scan=jax.lax.scan), 1),
+        common.Method("lax.scan + checkpoint(body)", loss_with(scan=checkpointed_scan), 2),
+    ]
     for kind, memory in (("msm", None), ("msm", 0.05), ("msm", 0.02), ("ism", 0.05), ("hsm", 0.05)):
         label = f"memjax {kind} " + ("default" if memory is None else f"{memory:.0%}")
         methods.append(common.Method(label, loss_with(memory=memory, kind=kind)))

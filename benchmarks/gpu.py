@@ -81,7 +81,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import traceback  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -115,8 +116,12 @@ SMALL = Sizes((200, 1000), 8, 256, 256, 200, 16, 64, 5)
 CASES = {"lstm_short": ("lstm", 1.0), "lstm_long": ("lstm", 2.0), "fast_weights": ("fast_weights", 1.0)}
 
 # memjax rows: label, memory, kind.
-MEMJAX_ROWS = (("memjax default", None, "msm"), ("memjax 5%", "5%", "msm"), ("memjax 20%", "20%", "msm"),
-               ("memjax hsm default", None, "hsm"))
+MEMJAX_ROWS = (
+    ("memjax default", None, "msm"),
+    ("memjax 5%", "5%", "msm"),
+    ("memjax 20%", "20%", "msm"),
+    ("memjax hsm default", None, "hsm"),
+)
 # LSTM only, in the current memjax: the same plans run by the row interpreter (executor="interpreter"), to see
 # what the pipeline's fewer dispatches buy on the device.
 INTERPRETER_ROWS = (("memjax default, interpreter", None, "msm"), ("memjax 5%, interpreter", "5%", "msm"))
@@ -135,8 +140,9 @@ def build_case(case: str, sizes: Sizes, memjax_only: bool) -> tuple[str, tuple, 
     ``memjax_only``: ``jax.lax.scan`` and the memjax rows (the baseline subprocess). memjax is imported here,
     not at the top, so that the baseline subprocess can put its copy first on ``sys.path`` beforehand.
     """
-    import lstm  # imports memjax
     import fast_weights as fw_bench
+    import lstm  # imports memjax
+
     from memjax.models import fast_weights
 
     if case.startswith("lstm"):
@@ -145,8 +151,10 @@ def build_case(case: str, sizes: Sizes, memjax_only: bool) -> tuple[str, tuple, 
         params = lstm.init_params("lstm", key_params, sizes.inputs, sizes.hidden)
         xs = jax.random.normal(key_xs, (length, sizes.batch, sizes.inputs), jnp.float32)
         init = tuple(jnp.zeros((sizes.batch, sizes.hidden), jnp.float32) for _ in range(2))
-        title = (f"LSTM, T={length}, batch {sizes.batch}, {sizes.inputs} inputs, {sizes.hidden} units "
-                 "(loss: sum over steps of mean(h^2))")
+        title = (
+            f"LSTM, T={length}, batch {sizes.batch}, {sizes.inputs} inputs, {sizes.hidden} units "
+            "(loss: sum over steps of mean(h^2))"
+        )
         step, args = lstm.lstm_step, (params, init, xs)
         peers = lstm.peer_methods("lstm", length, [max(2, round(math.sqrt(length)))])
 
@@ -156,25 +164,28 @@ def build_case(case: str, sizes: Sizes, memjax_only: bool) -> tuple[str, tuple, 
         length = sizes.fw_length
         params, xs, labels = fw_bench.setup(length, sizes.fw_batch, sizes.fw_hidden)
         init = fast_weights.initial_state(sizes.fw_batch, sizes.fw_hidden)
-        title = (f"Fast weights, T={length}, batch {sizes.fw_batch}, {sizes.fw_hidden} units "
-                 "(associative-retrieval loss on the last state)")
+        title = (
+            f"Fast weights, T={length}, batch {sizes.fw_batch}, {sizes.fw_hidden} units "
+            "(associative-retrieval loss on the last state)"
+        )
         step, args = fast_weights.step, (params, xs, labels)
         peers = fast_weights_peers(length)
 
         def memjax_loss(memory, kind):
             return fw_bench.loss_with(memory=memory, kind=kind)
+
     methods = [peers[0]] if memjax_only else peers
     for name, memory, kind in MEMJAX_ROWS:
         try:
-            methods.append(lstm.memjax_method(step, params, init, xs, name, memory, kind,
-                                              loss=memjax_loss(memory, kind)))
+            methods.append(
+                lstm.memjax_method(step, params, init, xs, name, memory, kind, loss=memjax_loss(memory, kind))
+            )
         except Exception as error:  # planning failed inside memjax: a row that says so, the rest go on
             methods.append(_failed(name, error))
     if case.startswith("lstm") and not memjax_only:  # the executor's own question: pipeline or row interpreter
         for name, memory, kind in INTERPRETER_ROWS:
             try:
-                methods.append(lstm.memjax_method(step, params, init, xs, name, memory, kind,
-                                                  executor="interpreter"))
+                methods.append(lstm.memjax_method(step, params, init, xs, name, memory, kind, executor="interpreter"))
             except Exception as error:
                 methods.append(_failed(name, error))
     return title, args, methods
@@ -182,31 +193,50 @@ def build_case(case: str, sizes: Sizes, memjax_only: bool) -> tuple[str, tuple, 
 
 def fast_weights_peers(length: int) -> list[common.Method]:
     """``jax.lax.scan`` and the peers of ``lstm.peer_methods`` around the fast-weights model's own loss."""
-    import lstm
     import fast_weights as fw_bench
+    import lstm
 
     segments, segment = lstm.near_sqrt_factors(length)
     scans: list[tuple[str, Callable | None, float | None, str]] = [
         (REFERENCE, jax.lax.scan, 1.0, ""),
         ("lax.scan + checkpoint(body)", fw_bench.checkpointed_scan, 2.0, "stores every carry"),
-        (f"chen nested remat ({segments}x{segment})", lstm.chen_remat_scan(segments, segment), 2.0,
-         "hand-rolled: outer scan over checkpointed inner scans"),
-        (f"flax remat_scan ({segments}x{segment})", lstm.flax_remat_scan(segments, segment), 2.0,
-         "carry-only: inputs read by a carried index"),
+        (
+            f"chen nested remat ({segments}x{segment})",
+            lstm.chen_remat_scan(segments, segment),
+            2.0,
+            "hand-rolled: outer scan over checkpointed inner scans",
+        ),
+        (
+            f"flax remat_scan ({segments}x{segment})",
+            lstm.flax_remat_scan(segments, segment),
+            2.0,
+            "carry-only: inputs read by a carried index",
+        ),
     ]
     checkpoints = max(2, round(math.sqrt(length)))
-    scans.append((f"equinox checkpointed ({checkpoints})", lstm.equinox_scan(checkpoints), None,
-                  "online treeverse; counts checkpoints, not bytes"))
-    return [common.Method(name, None if scan is None else fw_bench.loss_with(scan=scan), forwards,
-                          note if scan is not None else "not installed")
-            for name, scan, forwards, note in scans]
+    scans.append(
+        (
+            f"equinox checkpointed ({checkpoints})",
+            lstm.equinox_scan(checkpoints),
+            None,
+            "online treeverse; counts checkpoints, not bytes",
+        )
+    )
+    return [
+        common.Method(
+            name,
+            None if scan is None else fw_bench.loss_with(scan=scan),
+            forwards,
+            note if scan is not None else "not installed",
+        )
+        for name, scan, forwards, note in scans
+    ]
 
 
 # -- measuring --------------------------------------------------------------------------------------------------
 
 
-def measure(methods: list[common.Method], args: tuple, repeats: int, start: float, end: float
-            ) -> list[common.Result]:
+def measure(methods: list[common.Method], args: tuple, repeats: int, start: float, end: float) -> list[common.Result]:
     """Measure the methods between ``time.perf_counter()`` values ``start`` and about ``end``: ``jax.lax.scan``
     compiles first, then memjax's rows, then the peers; no compilation starts after 60% of the time, no timing
     round ends past ``end``.
@@ -216,8 +246,9 @@ def measure(methods: list[common.Method], args: tuple, repeats: int, start: floa
     """
     runnable = [m for m in methods if m.loss is not None]
     order = sorted(runnable, key=lambda m: 0 if m.name == REFERENCE else 1 if m.name.startswith("memjax") else 2)
-    results = common.run_methods(order, args, repeats, reference=REFERENCE,
-                                 compile_deadline=start + 0.6 * (end - start), deadline=end)
+    results = common.run_methods(
+        order, args, repeats, reference=REFERENCE, compile_deadline=start + 0.6 * (end - start), deadline=end
+    )
     by_name = {r.name: r for r in results}
     return [by_name.get(m.name) or common.Result(m.name, m.forwards, "", skipped=m.note) for m in methods]
 
@@ -226,10 +257,15 @@ def platform_info() -> dict:
     """What the numbers depend on: jax, the device, the XLA flags and the GPU client's memory settings."""
     device = jax.devices()[0]
     client = {k: v for k, v in os.environ.items() if k.startswith("XLA_PYTHON_CLIENT_")}
-    return {"platform": common.platform_line(), "jax": jax.__version__, "backend": jax.default_backend(),
-            "device_kind": device.device_kind, "xla_flags": os.environ.get("XLA_FLAGS"),
-            "matmul_precision": str(getattr(jax.config, "jax_default_matmul_precision", "?")),
-            "client": ", ".join(f"{k}={v}" for k, v in sorted(client.items())) or "defaults"}
+    return {
+        "platform": common.platform_line(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "xla_flags": os.environ.get("XLA_FLAGS"),
+        "matmul_precision": str(getattr(jax.config, "jax_default_matmul_precision", "?")),
+        "client": ", ".join(f"{k}={v}" for k, v in sorted(client.items())) or "defaults",
+    }
 
 
 def worker(args) -> None:
@@ -250,16 +286,28 @@ def _worker(args) -> None:
 
     if args.baseline and not os.path.abspath(memjax.__file__).startswith(os.path.abspath(args.baseline)):
         raise SystemExit(f"memjax came from {memjax.__file__}, not from {args.baseline}")
-    small_reason = ("--quick" if args.quick else
-                    "CPU fallback (jax.default_backend() == 'cpu')" if jax.default_backend() == "cpu" else "")
+    small_reason = (
+        "--quick"
+        if args.quick
+        else "CPU fallback (jax.default_backend() == 'cpu')"
+        if jax.default_backend() == "cpu"
+        else ""
+    )
     sizes = SMALL if small_reason else FULL
     title, call_args, methods = build_case(args.worker, sizes, memjax_only=bool(args.baseline))
     results = measure(methods, call_args, args.repeats or sizes.repeats, T0, T0 + args.share)
     with open(args.json, "w") as file:
-        json.dump({"results": [dataclasses.asdict(r) for r in results], "title": title,
-                   "memjax": f"memjax {getattr(memjax, '__version__', '?')} from {memjax.__file__}",
-                   "sizes": dataclasses.asdict(sizes), "small_reason": small_reason,
-                   "info": platform_info()}, file)
+        json.dump(
+            {
+                "results": [dataclasses.asdict(r) for r in results],
+                "title": title,
+                "memjax": f"memjax {getattr(memjax, '__version__', '?')} from {memjax.__file__}",
+                "sizes": dataclasses.asdict(sizes),
+                "small_reason": small_reason,
+                "info": platform_info(),
+            },
+            file,
+        )
 
 
 def run_worker(case: str, args, baseline: str | None, share: float, hard_limit: float) -> tuple[dict | None, str]:
@@ -270,9 +318,12 @@ def run_worker(case: str, args, baseline: str | None, share: float, hard_limit: 
     """
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "case.json")
-        command = ([sys.executable, os.path.abspath(__file__), "--worker", case, "--json", path,
-                    "--share", f"{share:.1f}"] + (["--baseline", baseline] if baseline else [])
-                   + (["--repeats", str(args.repeats)] if args.repeats else []) + (["--quick"] if args.quick else []))
+        command = (
+            [sys.executable, os.path.abspath(__file__), "--worker", case, "--json", path, "--share", f"{share:.1f}"]
+            + (["--baseline", baseline] if baseline else [])
+            + (["--repeats", str(args.repeats)] if args.repeats else [])
+            + (["--quick"] if args.quick else [])
+        )
         log(f"{case}{' (before)' if baseline else ''}: subprocess with {share:.0f} s: {' '.join(command[2:])}")
         try:
             code = subprocess.run(command, timeout=max(hard_limit, 5.0)).returncode
@@ -284,7 +335,9 @@ def run_worker(case: str, args, baseline: str | None, share: float, hard_limit: 
             with open(path) as file:
                 data = json.load(file)
         if failure is not None or "results" not in data:
-            return None, f"subprocess failed: {failure or 'no results'}" + (f": {data['error']}" if "error" in data else "")
+            return None, f"subprocess failed: {failure or 'no results'}" + (
+                f": {data['error']}" if "error" in data else ""
+            )
     data["results"] = [common.Result(**r) for r in data["results"]]
     return data, data["memjax"]
 
@@ -311,8 +364,9 @@ def _ratios(r: common.Result, ref: common.Result | None) -> tuple[float, float, 
     if ref is None:
         return nan, nan, nan
     temp = r.temp_bytes / ref.temp_bytes if r.temp_bytes is not None and ref.temp_bytes else nan
-    peak = (r.peak_bytes / ref.peak_bytes if r.peak_bytes is not None and ref.peak_bytes
-            and not ref.peak_is_bound else nan)
+    peak = (
+        r.peak_bytes / ref.peak_bytes if r.peak_bytes is not None and ref.peak_bytes and not ref.peak_is_bound else nan
+    )
     seconds = r.median_s / ref.median_s if r.times and ref.times else nan
     return temp, peak, seconds
 
@@ -332,11 +386,36 @@ def case_table(results: list[common.Result]) -> str:
             continue
         temp, peak, seconds = _ratios(r, _reference_of(r, results))
         peak_ratio = ("≤ " if r.peak_is_bound and peak == peak else "") + _fmt(peak, ".3f")
-        rows.append([r.name, _fmt(r.forwards, ".3g"), _mib(r.temp_bytes), _fmt(temp, ".3f"), _peak(r), peak_ratio,
-                     _fmt(r.compile_s, ".2f"), _fmt(r.median_s, ".4f"), _fmt(seconds, ".2f"), str(len(r.times)),
-                     _fmt(r.max_error, ".1e"), r.note])
-    headers = ["method", "fwd/step", "temp MiB", "mem vs lax", "peak MiB", "peak vs lax", "compile s",
-               "grad s (median)", "time vs lax", "runs", "max |Δgrad|", "note"]
+        rows.append(
+            [
+                r.name,
+                _fmt(r.forwards, ".3g"),
+                _mib(r.temp_bytes),
+                _fmt(temp, ".3f"),
+                _peak(r),
+                peak_ratio,
+                _fmt(r.compile_s, ".2f"),
+                _fmt(r.median_s, ".4f"),
+                _fmt(seconds, ".2f"),
+                str(len(r.times)),
+                _fmt(r.max_error, ".1e"),
+                r.note,
+            ]
+        )
+    headers = [
+        "method",
+        "fwd/step",
+        "temp MiB",
+        "mem vs lax",
+        "peak MiB",
+        "peak vs lax",
+        "compile s",
+        "grad s (median)",
+        "time vs lax",
+        "runs",
+        "max |Δgrad|",
+        "note",
+    ]
     return common.markdown_table(headers, rows, "lrrrrrrrrrrl")
 
 
@@ -350,18 +429,38 @@ def before_after_table(results: list[common.Result]) -> str | None:
             continue
         a_temp, _, a_time = _ratios(after, _reference_of(after, results))
         b_temp, _, b_time = _ratios(before, _reference_of(before, results))
-        rows.append([name, _mib(before.temp_bytes), _mib(after.temp_bytes), _fmt(b_temp, ".3f"), _fmt(a_temp, ".3f"),
-                     _fmt(b_time, ".2f"), _fmt(a_time, ".2f"),
-                     _fmt(a_time / b_time if b_time == b_time and a_time == a_time else math.nan, ".2f")])
+        rows.append(
+            [
+                name,
+                _mib(before.temp_bytes),
+                _mib(after.temp_bytes),
+                _fmt(b_temp, ".3f"),
+                _fmt(a_temp, ".3f"),
+                _fmt(b_time, ".2f"),
+                _fmt(a_time, ".2f"),
+                _fmt(a_time / b_time if b_time == b_time and a_time == a_time else math.nan, ".2f"),
+            ]
+        )
     if not rows:
         return None
-    return common.markdown_table(["memjax row", "temp MiB before", "temp MiB after", "mem vs lax before",
-                                  "mem vs lax after", "time vs lax before", "time vs lax after",
-                                  "after / before (time vs lax)"], rows)
+    return common.markdown_table(
+        [
+            "memjax row",
+            "temp MiB before",
+            "temp MiB after",
+            "mem vs lax before",
+            "mem vs lax after",
+            "time vs lax before",
+            "time vs lax after",
+            "after / before (time vs lax)",
+        ],
+        rows,
+    )
 
 
 def headline(label: str, results: list[common.Result]) -> str:
     """The paper's claim checked on one case: the fastest memjax row within 5% of lax.scan's temp memory."""
+
     def check(suffix: str) -> str:
         rows = []
         for r in results:
@@ -390,22 +489,32 @@ def header(info: dict | None, sizes: Sizes, small_reason: str, args) -> str:
     if info is None:
         lines.append("- platform: unknown (no case reported one)")
     else:
-        lines += [f"- platform: {info['platform']}",
-                  f"- jax {info['jax']}; backend {info['backend']}; device kind {info['device_kind']}; default "
-                  f"matmul precision {info['matmul_precision']}",
-                  f"- XLA_FLAGS: {info['xla_flags'] or '(not set)'}; GPU client: {info['client']}"]
-    lines.append(f"- run: {datetime.datetime.now().isoformat(timespec='seconds')}, `python3 benchmarks/gpu.py "
-                 f"{' '.join(sys.argv[1:])}`, time guard {args.budget_seconds:.0f} s, up to "
-                 f"{args.repeats or sizes.repeats} rounds; each case in a fresh process")
+        lines += [
+            f"- platform: {info['platform']}",
+            f"- jax {info['jax']}; backend {info['backend']}; device kind {info['device_kind']}; default "
+            f"matmul precision {info['matmul_precision']}",
+            f"- XLA_FLAGS: {info['xla_flags'] or '(not set)'}; GPU client: {info['client']}",
+        ]
+    lines.append(
+        f"- run: {datetime.datetime.now().isoformat(timespec='seconds')}, `python3 benchmarks/gpu.py "
+        f"{' '.join(sys.argv[1:])}`, time guard {args.budget_seconds:.0f} s, up to "
+        f"{args.repeats or sizes.repeats} rounds; each case in a fresh process"
+    )
     if small_reason:
-        lines.append(f"- **{small_reason}: sizes shrunk** (LSTM batch {sizes.batch}, T={sizes.lstm_lengths[0]} and "
-                     f"{sizes.lstm_lengths[1]}; fast weights T={sizes.fw_length}, batch {sizes.fw_batch}, "
-                     f"{sizes.fw_hidden} units); not the GPU setting")
+        lines.append(
+            f"- **{small_reason}: sizes shrunk** (LSTM batch {sizes.batch}, T={sizes.lstm_lengths[0]} and "
+            f"{sizes.lstm_lengths[1]}; fast weights T={sizes.fw_length}, batch {sizes.fw_batch}, "
+            f"{sizes.fw_hidden} units); not the GPU setting"
+        )
     if args.baseline:
-        lines.append(f"- baseline (`(before)` rows): {os.path.abspath(args.baseline)}, in a second process per case; "
-                     "their ratios are to that process's own `jax.lax.scan (before process)`")
-    lines.append("- columns: see the docstring of benchmarks/gpu.py; peak MiB is n/a where the device keeps no "
-                 "memory statistics (CPU)")
+        lines.append(
+            f"- baseline (`(before)` rows): {os.path.abspath(args.baseline)}, in a second process per case; "
+            "their ratios are to that process's own `jax.lax.scan (before process)`"
+        )
+    lines.append(
+        "- columns: see the docstring of benchmarks/gpu.py; peak MiB is n/a where the device keeps no "
+        "memory statistics (CPU)"
+    )
     return "\n".join(lines)
 
 
@@ -422,8 +531,12 @@ def write_outputs(out_dir: pathlib.Path, head: str, sections: dict[str, list[str
 def parse(argv) -> Any:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default=None, help="a folder holding an older copy of memjax (DIR/memjax)")
-    parser.add_argument("--budget-seconds", type=float, default=330.0,
-                        help="time guard for the whole run, from the start of the script (default 330)")
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=330.0,
+        help="time guard for the whole run, from the start of the script (default 330)",
+    )
     parser.add_argument("--quick", action="store_true", help="the small (CPU) sizes, on any device")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5)")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
@@ -454,8 +567,9 @@ def run_case(case: str, args, share: float, deadline: float, sizes: Sizes) -> tu
     results = [] if after is None else after["results"]
     report = after
     if args.baseline:
-        before, before_line = run_worker(case, args, args.baseline, max(case_end - time.perf_counter(), 20.0),
-                                         deadline + 15 - time.perf_counter())
+        before, before_line = run_worker(
+            case, args, args.baseline, max(case_end - time.perf_counter(), 20.0), deadline + 15 - time.perf_counter()
+        )
         report = report or before
         for r in [] if before is None else before["results"]:
             r.name = BEFORE_REFERENCE if r.name == REFERENCE else r.name + BEFORE
@@ -467,8 +581,15 @@ def run_case(case: str, args, share: float, deadline: float, sizes: Sizes) -> tu
     if results:
         text += [case_table(results), ""]
     if args.baseline:
-        text += [f"Baseline: {before_line}." + (f" `(before)` rows ran in that process; their ratios are to its "
-                                                 f"own `{BEFORE_REFERENCE}`." if before else ""), ""]
+        text += [
+            f"Baseline: {before_line}."
+            + (
+                f" `(before)` rows ran in that process; their ratios are to its own `{BEFORE_REFERENCE}`."
+                if before
+                else ""
+            ),
+            "",
+        ]
         table = before_after_table(results)
         if table:
             text += ["memjax before and after (each against its own process's jax.lax.scan):", "", table, ""]
@@ -491,8 +612,10 @@ def main(argv=None) -> None:
         remaining = deadline - time.perf_counter()
         share = remaining * CASES[case][1] / sum(CASES[c][1] for c in cases[index:])
         if remaining < 20:
-            text = line = (f"{case_label(case, sizes)}: skipped for time ({remaining:.0f} s left of the "
-                           f"{args.budget_seconds:.0f} s budget)")
+            text = line = (
+                f"{case_label(case, sizes)}: skipped for time ({remaining:.0f} s left of the "
+                f"{args.budget_seconds:.0f} s budget)"
+            )
         else:
             log(f"== {case}: {share:.0f} s of {remaining:.0f} s left")
             try:
@@ -510,10 +633,13 @@ def main(argv=None) -> None:
         summary.append(line)
         print(text + "\n", flush=True)
         write_outputs(pathlib.Path(args.out_dir), head, sections)
-    print("Summary (paper: 95% of the memory saved for ~1.33x the time; memjax at <= 5% of lax.scan's temp "
-          "memory): " + " | ".join(summary))
-    log(f"wrote {', '.join(f'gpu_{m}.md' for m in sections)} in {args.out_dir}; "
-        f"{time.perf_counter() - T0:.0f} s in all")
+    print(
+        "Summary (paper: 95% of the memory saved for ~1.33x the time; memjax at <= 5% of lax.scan's temp "
+        "memory): " + " | ".join(summary)
+    )
+    log(
+        f"wrote {', '.join(f'gpu_{m}.md' for m in sections)} in {args.out_dir}; {time.perf_counter() - T0:.0f} s in all"
+    )
 
 
 if __name__ == "__main__":

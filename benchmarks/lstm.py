@@ -29,11 +29,11 @@ import math
 import sys
 import time
 
+import common
 import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-import common
 import memjax
 
 # -- cells ------------------------------------------------------------------------------------------------------
@@ -45,8 +45,11 @@ def init_params(cell: str, key, inputs: int, hidden: int) -> dict:
     scale = 1.0 / math.sqrt(hidden)
     k1, k2, k3 = jax.random.split(key, 3)
     uniform = functools.partial(jax.random.uniform, minval=-scale, maxval=scale)
-    params = {"wx": uniform(k1, (inputs, gates * hidden)), "wh": uniform(k2, (hidden, gates * hidden)),
-              "b": uniform(k3, (gates * hidden,))}
+    params = {
+        "wx": uniform(k1, (inputs, gates * hidden)),
+        "wh": uniform(k2, (hidden, gates * hidden)),
+        "b": uniform(k3, (gates * hidden,)),
+    }
     if cell == "gru":
         params["bh"] = jnp.zeros((hidden,))
     return params
@@ -69,8 +72,8 @@ def gru_step(params, carry, x):
     gx = checkpoint_name(x @ params["wx"] + params["b"], "gates")
     gh = checkpoint_name(h @ params["wh"], "gates")
     r = jax.nn.sigmoid(gx[..., :hidden] + gh[..., :hidden])
-    z = jax.nn.sigmoid(gx[..., hidden:2 * hidden] + gh[..., hidden:2 * hidden])
-    n = jnp.tanh(gx[..., 2 * hidden:] + r * (gh[..., 2 * hidden:] + params["bh"]))
+    z = jax.nn.sigmoid(gx[..., hidden : 2 * hidden] + gh[..., hidden : 2 * hidden])
+    n = jnp.tanh(gx[..., 2 * hidden :] + r * (gh[..., 2 * hidden :] + params["bh"]))
     h = (1 - z) * n + z * h
     return (h,), jnp.mean(h * h)
 
@@ -150,8 +153,9 @@ def flax_remat_scan(segments: int, segment: int):
     return scan
 
 
-def memjax_method(step, params, init, xs, name, memory, kind, checkpoint_policy=None, loss=None,
-                  module=memjax, executor=None) -> common.Method:
+def memjax_method(
+    step, params, init, xs, name, memory, kind, checkpoint_policy=None, loss=None, module=memjax, executor=None
+) -> common.Method:
     """``memjax.scan`` of ``step`` with this budget, kind and checkpoint policy; its note gives the budget.
 
     ``loss`` is the method's loss where it is not the sum of the scan's outputs (a model's own loss that runs
@@ -190,6 +194,7 @@ def peer_methods(cell: str, length: int, equinox_checkpoints=None) -> list[commo
     def scan_loss(scan):
         def loss(params, init, xs):
             return jnp.sum(scan(lambda c, x: step(params, c, x), init, xs)[1])
+
         return loss
 
     checkpointed = jax.checkpoint(step)
@@ -197,22 +202,37 @@ def peer_methods(cell: str, length: int, equinox_checkpoints=None) -> list[commo
     segments, segment = near_sqrt_factors(length)
     methods = [
         common.Method("jax.lax.scan", scan_loss(jax.lax.scan), 1.0),
-        common.Method("lax.scan + checkpoint(body)",
-                      lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: checkpointed(p, c, z), i, x)[1]), 2.0,
-                      "stores every carry"),
-        common.Method("lax.scan + checkpoint(save 'gates')",
-                      lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: gates_saved(p, c, z), i, x)[1]), 1.0,
-                      "stores carries and gate pre-activations; recomputes the nonlinearities"),
-        common.Method(f"chen nested remat ({segments}x{segment})",
-                      lambda p, i, x: jnp.sum(chen_scan(step, p, i, x, segments, segment)[1]), 2.0,
-                      "hand-rolled: outer scan over checkpointed inner scans"),
+        common.Method(
+            "lax.scan + checkpoint(body)",
+            lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: checkpointed(p, c, z), i, x)[1]),
+            2.0,
+            "stores every carry",
+        ),
+        common.Method(
+            "lax.scan + checkpoint(save 'gates')",
+            lambda p, i, x: jnp.sum(jax.lax.scan(lambda c, z: gates_saved(p, c, z), i, x)[1]),
+            1.0,
+            "stores carries and gate pre-activations; recomputes the nonlinearities",
+        ),
+        common.Method(
+            f"chen nested remat ({segments}x{segment})",
+            lambda p, i, x: jnp.sum(chen_scan(step, p, i, x, segments, segment)[1]),
+            2.0,
+            "hand-rolled: outer scan over checkpointed inner scans",
+        ),
     ]
     flax_scan = flax_remat_scan(segments, segment)
     if flax_scan is None:
         methods.append(common.Method(f"flax remat_scan ({segments}x{segment})", None, None, "flax not installed"))
     else:
-        methods.append(common.Method(f"flax remat_scan ({segments}x{segment})", scan_loss(flax_scan), 2.0,
-                                     "carry-only: inputs read by a carried index, loss summed in the carry"))
+        methods.append(
+            common.Method(
+                f"flax remat_scan ({segments}x{segment})",
+                scan_loss(flax_scan),
+                2.0,
+                "carry-only: inputs read by a carried index, loss summed in the carry",
+            )
+        )
     if equinox_checkpoints is None:
         equinox_checkpoints = sorted({max(2, round(math.sqrt(length))), max(2, round(0.05 * length))}) + ["all"]
     for checkpoints in equinox_checkpoints:
@@ -225,9 +245,18 @@ def peer_methods(cell: str, length: int, equinox_checkpoints=None) -> list[commo
     return methods
 
 
-def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10, 0.20),
-                  kinds=("msm", "hsm"), equinox_checkpoints=None, baseline=None, extras=True,
-                  executors=()) -> list[common.Method]:
+def build_methods(
+    cell: str,
+    params,
+    init,
+    xs,
+    fractions=(0.01, 0.02, 0.05, 0.10, 0.20),
+    kinds=("msm", "hsm"),
+    equinox_checkpoints=None,
+    baseline=None,
+    extras=True,
+    executors=(),
+) -> list[common.Method]:
     """Every method of the benchmark, each as ``loss(params, init, xs)``; with ``baseline`` (an older memjax),
     a ``(before)`` row after each memjax row of a full-residual budget; for each of ``executors``, a row of
     that executor after each msm row."""
@@ -241,11 +270,11 @@ def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10
         try:
             methods.append(memjax_method_(name, memory, kind))
             for executor in executors if kind == "msm" else ():
-                methods.append(memjax_method(step, params, init, xs, f"{name}, {executor}", memory, kind,
-                                             executor=executor))
+                methods.append(
+                    memjax_method(step, params, init, xs, f"{name}, {executor}", memory, kind, executor=executor)
+                )
             if baseline is not None:
-                methods.append(memjax_method(step, params, init, xs, name + " (before)", memory, kind,
-                                             module=baseline))
+                methods.append(memjax_method(step, params, init, xs, name + " (before)", memory, kind, module=baseline))
         except ValueError as error:
             methods.append(common.Method(name, None, None, str(error).split(";")[0][:100]))
 
@@ -265,8 +294,9 @@ def build_methods(cell: str, params, init, xs, fractions=(0.01, 0.02, 0.05, 0.10
     return methods
 
 
-def peer_matched_methods(cell: str, params, init, xs, peers: list[common.Method]
-                         ) -> tuple[list[common.Method], dict[str, float]]:
+def peer_matched_methods(
+    cell: str, params, init, xs, peers: list[common.Method]
+) -> tuple[list[common.Method], dict[str, float]]:
     """memjax at each peer's own memory: its budget is the peer's temp bytes less memjax's fixed overhead.
 
     The overhead (buffers outside the budget: cotangents, the transient internal state, the schedule's tables)
@@ -322,50 +352,98 @@ def peer_table(results: list[common.Result], fewest: dict[str, float] | None = N
     for peer in results:
         if peer.name.startswith("memjax") or not peer.times:
             continue
-        row = [peer.name, f"{peer.temp_mib:.1f}", f"{peer.median_s:.3f}",
-               "—" if peer.forwards is None else f"{peer.forwards:.3g}",
-               f"{fewest[peer.name]:.3g}" if peer.name in fewest else "—"]
-        mine = [r for r in results if r.name.startswith("memjax") and r.times and r.temp_bytes is not None
-                and r.temp_bytes <= peer.temp_bytes]
+        row = [
+            peer.name,
+            f"{peer.temp_mib:.1f}",
+            f"{peer.median_s:.3f}",
+            "—" if peer.forwards is None else f"{peer.forwards:.3g}",
+            f"{fewest[peer.name]:.3g}" if peer.name in fewest else "—",
+        ]
+        mine = [
+            r
+            for r in results
+            if r.name.startswith("memjax") and r.times and r.temp_bytes is not None and r.temp_bytes <= peer.temp_bytes
+        ]
         if not mine:
             rows.append(row + ["—"] * 4)
             continue
         best = min(mine, key=lambda r: r.median_s)
-        rows.append(row + [best.name, f"{best.temp_mib:.1f}", f"{best.median_s:.3f}",
-                           f"{best.median_s / peer.median_s:.2f}"])
-    return common.markdown_table(["peer", "peer MiB", "peer s", "peer fwd/step", "fewest fwd/step at its memory",
-                                  "fastest memjax at <= its memory", "memjax MiB", "memjax s", "memjax / peer time"],
-                                 rows, "lrrrrlrrr")
+        rows.append(
+            row + [best.name, f"{best.temp_mib:.1f}", f"{best.median_s:.3f}", f"{best.median_s / peer.median_s:.2f}"]
+        )
+    return common.markdown_table(
+        [
+            "peer",
+            "peer MiB",
+            "peer s",
+            "peer fwd/step",
+            "fewest fwd/step at its memory",
+            "fastest memjax at <= its memory",
+            "memjax MiB",
+            "memjax s",
+            "memjax / peer time",
+        ],
+        rows,
+        "lrrrrlrrr",
+    )
 
 
 def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", choices=sorted(CELLS), default=cell)
-    parser.add_argument("--T", type=int, default=None, choices=(100, 1000, 3000, 10000),
-                        help="sequence length (default 1000; 100 with --quick)")
+    parser.add_argument(
+        "--T",
+        type=int,
+        default=None,
+        choices=(100, 1000, 3000, 10000),
+        help="sequence length (default 1000; 100 with --quick)",
+    )
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 64)")
     parser.add_argument("--hidden", type=int, default=None, help="units (default 256)")
     parser.add_argument("--inputs", type=int, default=None, help="input size (default: --hidden)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 5)")
-    parser.add_argument("--fractions", type=float, nargs="+", default=None,
-                        help="memjax budgets, fractions of store-all (default 0.01 0.02 0.05 0.1 0.2)")
+    parser.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=None,
+        help="memjax budgets, fractions of store-all (default 0.01 0.02 0.05 0.1 0.2)",
+    )
     parser.add_argument("--kinds", nargs="+", default=["msm", "hsm"], help="memjax kinds at each fraction")
-    parser.add_argument("--max-temp-mib", type=float, default=4096,
-                        help="compile but do not run methods whose temp memory is larger")
+    parser.add_argument(
+        "--max-temp-mib", type=float, default=4096, help="compile but do not run methods whose temp memory is larger"
+    )
     parser.add_argument("--png", default=None, help="write a Pareto plot (memory vs time) here")
-    parser.add_argument("--plot-time", choices=("wall", "cpu"), default="wall",
-                        help="the time axis of the plot: median wall time, or median CPU time (steadier under load)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke test: T=100, batch 4, 16 units, 1 repeat, budgets 5%% only")
-    parser.add_argument("--match-peers", action="store_true",
-                        help="also run memjax at each peer's own memory, and print the per-peer comparison")
+    parser.add_argument(
+        "--plot-time",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="the time axis of the plot: median wall time, or median CPU time (steadier under load)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke test: T=100, batch 4, 16 units, 1 repeat, budgets 5%% only"
+    )
+    parser.add_argument(
+        "--match-peers",
+        action="store_true",
+        help="also run memjax at each peer's own memory, and print the per-peer comparison",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--baseline", default=None,
-                        help="a folder holding an older memjax (DIR/memjax): adds its memjax rows as '(before)'")
-    parser.add_argument("--executors", nargs="+", default=[], choices=("pipelined", "interpreter"),
-                        help="also run each msm row with these memjax executors")
-    parser.add_argument("--no-gates", action="store_true",
-                        help="leave out the rows whose internal states hold only the gates")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="a folder holding an older memjax (DIR/memjax): adds its memjax rows as '(before)'",
+    )
+    parser.add_argument(
+        "--executors",
+        nargs="+",
+        default=[],
+        choices=("pipelined", "interpreter"),
+        help="also run each msm row with these memjax executors",
+    )
+    parser.add_argument(
+        "--no-gates", action="store_true", help="leave out the rows whose internal states hold only the gates"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     length = args.T or (100 if quick else 1000)
@@ -381,8 +459,17 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     init = tuple(jnp.zeros((batch, hidden), jnp.float32) for _ in range(CELLS[args.cell][1]))
     start = time.perf_counter()
     baseline = common.load_baseline(args.baseline) if args.baseline else None
-    methods = build_methods(args.cell, params, init, xs, fractions, tuple(args.kinds), baseline=baseline,
-                            extras=not args.no_gates, executors=tuple(args.executors))
+    methods = build_methods(
+        args.cell,
+        params,
+        init,
+        xs,
+        fractions,
+        tuple(args.kinds),
+        baseline=baseline,
+        extras=not args.no_gates,
+        executors=tuple(args.executors),
+    )
     if args.match_peers:
         peers = [m for m in methods if m.loss is not None and not m.name.startswith("memjax")]
         matched, fewest = peer_matched_methods(args.cell, params, init, xs, peers[1:])
@@ -391,21 +478,28 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     common.log(f"planned {len(methods)} methods in {time.perf_counter() - start:.1f} s")
     skipped = [common.Result(m.name, m.forwards, "", skipped=m.note) for m in methods if m.loss is None]
     methods = [m for m in methods if m.loss is not None]
-    results = common.run_methods(methods, (params, init, xs), repeats,
-                                 max_temp_bytes=int(args.max_temp_mib * common.MiB))
+    results = common.run_methods(
+        methods, (params, init, xs), repeats, max_temp_bytes=int(args.max_temp_mib * common.MiB)
+    )
     results += skipped
-    title = (f"{args.cell.upper()} gradient, T={length}, batch {batch}, {inputs} inputs, {hidden} units; "
-             f"median of {repeats} interleaved runs")
+    title = (
+        f"{args.cell.upper()} gradient, T={length}, batch {batch}, {inputs} inputs, {hidden} units; "
+        f"median of {repeats} interleaved runs"
+    )
     print(f"### {title}\n")
     print(common.platform_line() + "\n")
     print(common.results_table(results))
-    print("\nfwd/step: forward step evaluations per step (memjax: its schedule's count; '—': not known in "
-          "advance). temp MiB: compiled.memory_analysis().temp_size_in_bytes of the jitted gradient.")
+    print(
+        "\nfwd/step: forward step evaluations per step (memjax: its schedule's count; '—': not known in "
+        "advance). temp MiB: compiled.memory_analysis().temp_size_in_bytes of the jitted gradient."
+    )
     if args.match_peers:
         print("\n#### Each peer against the fastest memjax run at no more temp memory (median wall time)\n")
         print(peer_table(results, fewest))
-        print("\nfewest fwd/step at its memory: the exact MSM optimum within the peer's temp memory (less "
-              "memjax's overhead), with either kind of internal state.")
+        print(
+            "\nfewest fwd/step at its memory: the exact MSM optimum within the peer's temp memory (less "
+            "memjax's overhead), with either kind of internal state."
+        )
     if args.png:
         common.pareto_plot(results, args.png, title, time=args.plot_time)
     return results

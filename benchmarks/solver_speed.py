@@ -62,8 +62,13 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["msm", "hsm", "ism", "chen"])
     parser.add_argument("--rss", action="store_true", help="also report each case's peak resident memory")
     parser.add_argument("--no-1e6", action="store_true", help="skip the closing t = 10^6 HSM case")
-    parser.add_argument("--sweep", type=int, default=0, metavar="K",
-                        help="also the slowest of K budgets from 0.1%% to 100%% of store-all (t <= 10^4)")
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also the slowest of K budgets from 0.1%% to 100%% of store-all (t <= 10^4)",
+    )
     args = parser.parse_args()
     lengths = args.lengths + ([100_000] if args.with_1e5 else [])
     fractions = (0.01, 0.05, 0.20)

@@ -22,9 +22,9 @@ import math
 import sys
 import time
 
+import common
 import numpy as np
 
-import common
 import memjax
 
 MEMORY_GRID = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000, 5000, 10000)
@@ -44,8 +44,11 @@ def curves(alphas) -> list[tuple[str, str, float]]:
     """``(label, kind, alpha)`` of every curve: HSM once, then MSM, ISM and Chen for each alpha."""
     out = [("HSM", "hsm", 1.0)]
     for alpha in alphas:
-        out += [(f"MSM α={alpha:g}", "msm", alpha), (f"ISM α={alpha:g}", "ism", alpha),
-                (f"Chen α={alpha:g}", "chen", alpha)]
+        out += [
+            (f"MSM α={alpha:g}", "msm", alpha),
+            (f"ISM α={alpha:g}", "ism", alpha),
+            (f"Chen α={alpha:g}", "chen", alpha),
+        ]
     return out
 
 
@@ -59,13 +62,21 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--alphas", type=float, nargs="+", default=[2.0, 5.0, 10.0])
-    parser.add_argument("--max-memory", type=float, default=None,
-                        help="largest memory of table 1 (default: store-all for the largest alpha)")
+    parser.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        help="largest memory of table 1 (default: store-all for the largest alpha)",
+    )
     parser.add_argument("--fixed-memory", type=float, default=50.0, help="memory of table 3, in units")
     parser.add_argument("--fixed-alpha", type=float, default=5.0, help="alpha of table 3")
     parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), help="lengths of table 3")
-    parser.add_argument("--cap", type=float, default=20.0,
-                        help="table 3: skip lengths whose solve is predicted (quadratic in t) to take longer")
+    parser.add_argument(
+        "--cap",
+        type=float,
+        default=20.0,
+        help="table 3: skip lengths whose solve is predicted (quadratic in t) to take longer",
+    )
     parser.add_argument("--png", default=None, help="write both figures to this PNG")
     args = parser.parse_args(argv)
     t = args.length
@@ -87,9 +98,12 @@ def main(argv=None) -> dict:
             dense[label] = [cost_per_step(t, m, alpha, kind) for m in dense_grid]
         common.log(f"{label}: {seconds[label]:.2f} s")
     print(f"### Forwards per step against memory, t = {t}\n")
-    print("Memory in hidden-state units (an internal state is α units; store-all is 1 + (t-1)α = "
-          + ", ".join(f"{1 + (t - 1) * a:g} for α={a:g}" for a in args.alphas) + "). '—': below the least "
-          "memory of that policy.\n")
+    print(
+        "Memory in hidden-state units (an internal state is α units; store-all is 1 + (t-1)α = "
+        + ", ".join(f"{1 + (t - 1) * a:g} for α={a:g}" for a in args.alphas)
+        + "). '—': below the least "
+        "memory of that policy.\n"
+    )
     headers = ["memory"] + [label for label, _, _ in lines]
     rows = [[f"{m:g}"] + [fmt(costs[label][j]) for label, _, _ in lines] for j, m in enumerate(grid)]
     rows.append(["solve s"] + [f"{seconds[label]:.2f}" for label, _, _ in lines])
@@ -113,8 +127,12 @@ def main(argv=None) -> dict:
 
     # 3. cost against length at fixed memory
     m, alpha = args.fixed_memory, args.fixed_alpha
-    fixed_lines = [("HSM", "hsm", 1.0), (f"MSM α={alpha:g}", "msm", alpha), (f"ISM α={alpha:g}", "ism", alpha),
-                   (f"Chen α={alpha:g}", "chen", alpha)]
+    fixed_lines = [
+        ("HSM", "hsm", 1.0),
+        (f"MSM α={alpha:g}", "msm", alpha),
+        (f"ISM α={alpha:g}", "ism", alpha),
+        (f"Chen α={alpha:g}", "chen", alpha),
+    ]
     by_length = {label: {} for label, _, _ in fixed_lines}
     timing = {label: {} for label, _, _ in fixed_lines}
     for label, kind, a in fixed_lines:
@@ -140,8 +158,10 @@ def main(argv=None) -> dict:
                 row.append(f"skipped (predicted > {args.cap:g} s)")
         rows.append(row)
     print(common.markdown_table(["t"] + [label for label, _, _ in fixed_lines], rows))
-    print("\nIn parentheses: solve time from empty caches. '—': the policy cannot run in this memory (Chen's "
-          "segments need about 2 sqrt(α t) units).")
+    print(
+        "\nIn parentheses: solve time from empty caches. '—': the policy cannot run in this memory (Chen's "
+        "segments need about 2 sqrt(α t) units)."
+    )
 
     if args.png:
         plot(args.png, t, dense_grid, dense, lines, by_length, fixed_lines, m, alpha)

@@ -40,8 +40,10 @@ def main(time_steps: int = 500, batch: int = 16, input_size: int = 32, hidden_si
 
     grad_lax = eqx.filter_jit(eqx.filter_grad(loss))(cell, xs, jax.lax.scan)
     grad_mem = eqx.filter_jit(eqx.filter_grad(loss))(cell, xs, memjax.scan, memory="5%")
-    difference = max(float(jnp.max(jnp.abs(a - b)))
-                     for a, b in zip(jax.tree_util.tree_leaves(grad_mem), jax.tree_util.tree_leaves(grad_lax)))
+    difference = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(jax.tree_util.tree_leaves(grad_mem), jax.tree_util.tree_leaves(grad_lax))
+    )
     print(f"largest gradient difference from jax.lax.scan: {difference:.2e}")
     memjax.explain(lambda h, x: (jax.vmap(cell)(x, h), None), jnp.zeros((batch, hidden_size)), xs, memory="5%")
 

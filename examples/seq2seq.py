@@ -39,7 +39,7 @@ def one_hot(strings, length: int) -> np.ndarray:
     for row, string in enumerate(strings):
         if len(string) + 1 > length:
             raise ValueError(f"{string!r} and its EOS need {len(string) + 1} steps, more than {length}.")
-        tokens[row, :len(string) + 1] = [CHARS.index(c) + 2 for c in string] + [EOS]
+        tokens[row, : len(string) + 1] = [CHARS.index(c) + 2 for c in string] + [EOS]
     return np.eye(len(CHARS) + 2, dtype=np.float32)[tokens]
 
 
@@ -50,8 +50,12 @@ def batches(count: int, batch_size: int, digits: int, seed: int = 0) -> list[dic
     out = []
     for _ in range(count):
         pairs = [sorted((int(rng.integers(100)), int(rng.integers(10**digits)))) for _ in range(batch_size)]
-        out.append({"query": one_hot([f"{a}+{b}" for a, b in pairs], max_input_length(digits)),
-                    "answer": one_hot([f"={a + b}" for a, b in pairs], max_output_length(digits))})
+        out.append(
+            {
+                "query": one_hot([f"{a}+{b}" for a, b in pairs], max_input_length(digits)),
+                "answer": one_hot([f"={a + b}" for a, b in pairs], max_output_length(digits)),
+            }
+        )
     return out
 
 
@@ -99,8 +103,11 @@ class Seq2seq(nn.Module):
     def __call__(self, query, answer):
         """``(logits, tokens)`` for the answer's steps after "=", each ``[batch, steps - 1, vocabulary]``."""
         encoder = self.rnn(nn.LSTMCell(self.hidden_size), return_carry=True, name="encoder")
-        decoder = self.rnn(DecoderCell(self.hidden_size, self.vocab_size, self.teacher_force),
-                           split_rngs={"params": False, "lstm": True}, name="decoder")
+        decoder = self.rnn(
+            DecoderCell(self.hidden_size, self.vocab_size, self.teacher_force),
+            split_rngs={"params": False, "lstm": True},
+            name="decoder",
+        )
         # The encoder's carry is the one before it reads EOS, as in Flax's example.
         state, _ = encoder(query, seq_lengths=jnp.argmax(query[..., EOS] > 0, -1))
         return decoder(answer[:, :-1], initial_carry=(state, answer[:, 0]))
@@ -119,8 +126,12 @@ def train(model: Seq2seq, params, data, learning_rate: float = 3e-3, seed: int =
     @jax.jit
     def step(params, opt_state, batch, index):
         def loss(params):
-            logits, _ = model.apply({"params": params}, batch["query"], batch["answer"],
-                                    rngs={"lstm": jax.random.fold_in(jax.random.key(seed), index)})
+            logits, _ = model.apply(
+                {"params": params},
+                batch["query"],
+                batch["answer"],
+                rngs={"lstm": jax.random.fold_in(jax.random.key(seed), index)},
+            )
             return cross_entropy(logits, batch["answer"][:, 1:])
 
         value, grads = jax.value_and_grad(loss)(params)
@@ -134,8 +145,9 @@ def train(model: Seq2seq, params, data, learning_rate: float = 3e-3, seed: int =
     return losses
 
 
-def train_both(steps: int = 30, batch_size: int = 64, hidden_size: int = 64, digits: int = 3,
-               memory: Any = "10%", seed: int = 0) -> tuple[list[float], list[float]]:
+def train_both(
+    steps: int = 30, batch_size: int = 64, hidden_size: int = 64, digits: int = 3, memory: Any = "10%", seed: int = 0
+) -> tuple[list[float], list[float]]:
     """Train with ``memjax.flax.RNN`` and with ``nn.RNN`` from one initialization on the same batches.
 
     Returns:

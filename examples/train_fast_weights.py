@@ -59,11 +59,20 @@ def main(argv=None) -> float:
     params = fw.init_params(key, vocabulary, args.hidden, 10)
     state = _train.init_train_state(params, optimizer, jax.random.fold_in(key, 1))
     xs, _ = batches(0)
-    memjax.explain(lambda c, x: fw.step(params, c, x), fw.initial_state(args.batch, args.hidden), xs,
-                   memory=memory, kind=args.kind)
-    state, history = _train.train(loss_fn, optimizer, state, batches, args.steps, has_aux=True,
-                                  checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                                  log_every=max(1, args.steps // 20))
+    memjax.explain(
+        lambda c, x: fw.step(params, c, x), fw.initial_state(args.batch, args.hidden), xs, memory=memory, kind=args.kind
+    )
+    state, history = _train.train(
+        loss_fn,
+        optimizer,
+        state,
+        batches,
+        args.steps,
+        has_aux=True,
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        log_every=max(1, args.steps // 20),
+    )
     test_xs, test_labels = fw.associative_retrieval(jax.random.key(10_000 + args.seed), 1000, num_pairs=args.pairs)
     accuracy = float(fw.accuracy(state.params, test_xs, test_labels, scan=jax.lax.scan))
     print(f"step {int(state.step)}: held-out accuracy {accuracy:.1%}")

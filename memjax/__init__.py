@@ -6,13 +6,20 @@ Gruslys et al. (NeurIPS 2016) requires.
 """
 
 from memjax._budget import format_bytes, parse_budget
-from memjax._explain import Explanation, explain
 from memjax._cost import StepCosts, estimate_step_costs, predict_seconds
+from memjax._explain import Explanation, explain
 from memjax._scan import SCAN_KINDS, ScanPlan, plan_scan, scan
 from memjax._schedule import Op, Schedule, ScheduleError, simulate
 from memjax._solver import KINDS, Policy, hsm_cost, min_memory, solve
-from memjax._train import (TrainState, init_train_state, latest_checkpoint, load_checkpoint, make_train_step,
-                           save_checkpoint, train)
+from memjax._train import (
+    TrainState,
+    init_train_state,
+    latest_checkpoint,
+    load_checkpoint,
+    make_train_step,
+    save_checkpoint,
+    train,
+)
 
 __version__ = "0.1.0"
 

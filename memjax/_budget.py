@@ -14,9 +14,17 @@ __all__ = ["Budget", "format_bytes", "parse_budget"]
 # often a percentage missing its "%" than a five-byte budget.
 _UNITS = {
     "b": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-    "k": 2**10, "m": 2**20, "g": 2**30,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
 }
 # The sign is matched only to say that a budget is negative.
 _PATTERN = re.compile(r"^\s*(-?)([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z%]*)\s*$", re.IGNORECASE)
@@ -82,17 +90,23 @@ def _parse_string(memory: str, argument: str) -> Budget:
     """A budget written as a string: ``"64MiB"``, ``"5%"``; a bare number has no unit and is refused."""
     match = _PATTERN.match(memory)
     if match is None:
-        raise ValueError(f"{argument}={memory!r} is not a budget; write bytes with a unit such as '512KiB', "
-                         f"'64MiB', '1.5GB', or a percentage such as '5%'.")
+        raise ValueError(
+            f"{argument}={memory!r} is not a budget; write bytes with a unit such as '512KiB', "
+            f"'64MiB', '1.5GB', or a percentage such as '5%'."
+        )
     sign, digits, unit = match.group(1), match.group(2), match.group(3).lower()
     if unit not in _UNITS and unit not in ("", "%"):
-        raise ValueError(f"{argument}={memory!r} has an unknown unit {match.group(3)!r}; write bytes with a unit "
-                         f"such as '512KiB', '64MiB', '1.5GB', or a percentage such as '5%'.")
+        raise ValueError(
+            f"{argument}={memory!r} has an unknown unit {match.group(3)!r}; write bytes with a unit "
+            f"such as '512KiB', '64MiB', '1.5GB', or a percentage such as '5%'."
+        )
     number = -float(digits) if sign else float(digits)
     _check_positive(number, memory, argument)
     if unit == "":
-        raise ValueError(f"{argument}={memory!r} has no unit: write '{digits}%' for {digits}% of what standard "
-                         f"BPTT stores, or '{digits}B' for {digits} bytes (other units: KiB, MiB, GiB, KB, MB, GB).")
+        raise ValueError(
+            f"{argument}={memory!r} has no unit: write '{digits}%' for {digits}% of what standard "
+            f"BPTT stores, or '{digits}B' for {digits} bytes (other units: KiB, MiB, GiB, KB, MB, GB)."
+        )
     if unit == "%":
         return _fraction(number / 100, memory, argument)
     if not math.isfinite(number):
@@ -111,9 +125,11 @@ def _check_positive(number: float, memory, argument: str) -> None:
 def _fraction(number: float, memory, argument: str) -> Budget:
     """A relative budget: ``number`` must lie in (0, 1]; ``memory`` (as written) is quoted if it does not."""
     if math.isnan(number) or not 0 < number <= 1:
-        raise ValueError(f"{argument}={memory!r}: a relative budget is a fraction of what standard BPTT stores "
-                         f"and must lie in (0, 1] (above 0%, at most 100%); pass an int for bytes or a string "
-                         f"such as '64MiB'.")
+        raise ValueError(
+            f"{argument}={memory!r}: a relative budget is a fraction of what standard BPTT stores "
+            f"and must lie in (0, 1] (above 0%, at most 100%); pass an int for bytes or a string "
+            f"such as '64MiB'."
+        )
     return Budget("fraction", number)
 
 

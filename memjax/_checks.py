@@ -8,7 +8,7 @@ text, and weak-typed ``init`` leaves are promoted exactly as ``lax.scan`` promot
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.extend.core as jex
@@ -29,8 +29,7 @@ def check_arguments(f: Callable, init, xs, length, reverse, unroll):
     """
     # xs is closed over rather than passed: eval_shape would turn a Python scalar leaf into a shape-() array,
     # and lax.scan's message quotes the leaf as the caller wrote it.
-    carry_out, _ = jax.eval_shape(
-        lambda init: jax.lax.scan(f, init, xs, length, reverse=reverse, unroll=unroll), init)
+    carry_out, _ = jax.eval_shape(lambda init: jax.lax.scan(f, init, xs, length, reverse=reverse, unroll=unroll), init)
     init = jax.tree_util.tree_map(_promote_weak_typed, init, carry_out)
     if length is None:
         length = np.shape(jax.tree_util.tree_leaves(xs)[0])[0]
@@ -50,10 +49,17 @@ def example_arguments(init, xs, length: int):
     The arrays themselves where they are traced (their types carry what abstract shapes do not, such as
     ``jax.shard_map``'s varying axes), shapes and dtypes otherwise.
     """
-    x0 = jax.tree_util.tree_map(lambda a: a[0] if length and isinstance(a, jax.core.Tracer)
-                                else jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a)), xs)
-    carry = jax.tree_util.tree_map(lambda a: a if isinstance(a, jax.core.Tracer)
-                                   else jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), init)
+    x0 = jax.tree_util.tree_map(
+        lambda a: (
+            a[0]
+            if length and isinstance(a, jax.core.Tracer)
+            else jax.ShapeDtypeStruct(np.shape(a)[1:], jnp.result_type(a))
+        ),
+        xs,
+    )
+    carry = jax.tree_util.tree_map(
+        lambda a: a if isinstance(a, jax.core.Tracer) else jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), init
+    )
     return carry, x0
 
 

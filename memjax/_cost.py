@@ -42,25 +42,35 @@ class StepCosts:
     action: float
 
 
-def predict_seconds(schedule: Schedule | None, costs: StepCosts, carry_bytes: int, internal_bytes: int,
-                    length: int | None = None) -> float:
+def predict_seconds(
+    schedule: Schedule | None, costs: StepCosts, carry_bytes: int, internal_bytes: int, length: int | None = None
+) -> float:
     """Predicted seconds of a schedule's forward and backward sweeps under ``costs``.
 
     ``schedule=None`` is standard BPTT over ``length`` steps (``jax.lax.scan``): ``length`` VJP forwards and
     backward steps, every internal state but the last written and read once, and no executor rows.
     """
     if schedule is None:
-        return float(length * (costs.forward_vjp + costs.backward)
-                     + 2 * max(length - 1, 0) * internal_bytes * costs.byte)
+        return float(
+            length * (costs.forward_vjp + costs.backward) + 2 * max(length - 1, 0) * internal_bytes * costs.byte
+        )
     ops = np.bincount(np.asarray(schedule.op), minlength=len(Op))
     t = schedule.length
     vjp_forwards = ops[Op.SAVE_INTERNAL] + ops[Op.BACKWARD]  # each step's residuals are made exactly once
     plain = schedule.forward_count - vjp_forwards
-    moved = (ops[Op.SAVE_HIDDEN] + ops[Op.RESTORE_HIDDEN]) * carry_bytes + (
-        ops[Op.SAVE_INTERNAL] + ops[Op.BACKWARD_STORED]) * internal_bytes + ops[Op.RESTORE_INTERNAL] * carry_bytes
+    moved = (
+        (ops[Op.SAVE_HIDDEN] + ops[Op.RESTORE_HIDDEN]) * carry_bytes
+        + (ops[Op.SAVE_INTERNAL] + ops[Op.BACKWARD_STORED]) * internal_bytes
+        + ops[Op.RESTORE_INTERNAL] * carry_bytes
+    )
     rows = len(schedule) - ops[Op.FREE]
-    return float(plain * costs.forward + vjp_forwards * costs.forward_vjp + t * costs.backward
-                 + moved * costs.byte + rows * costs.action)
+    return float(
+        plain * costs.forward
+        + vjp_forwards * costs.forward_vjp
+        + t * costs.backward
+        + moved * costs.byte
+        + rows * costs.action
+    )
 
 
 def estimate_step_costs(step, consts, carry, x, *, calibrate: bool = False, repeats: int = 5) -> StepCosts:
@@ -87,8 +97,12 @@ def estimate_step_costs(step, consts, carry, x, *, calibrate: bool = False, repe
         return pullback(ct)
 
     ct = jax.eval_shape(step, consts, carry, x)
-    ct = jax.tree_util.tree_map(lambda a: np.ones(a.shape, a.dtype) if np.issubdtype(a.dtype, np.inexact)
-                                else np.zeros(a.shape, jax.dtypes.float0), ct)
+    ct = jax.tree_util.tree_map(
+        lambda a: (
+            np.ones(a.shape, a.dtype) if np.issubdtype(a.dtype, np.inexact) else np.zeros(a.shape, jax.dtypes.float0)
+        ),
+        ct,
+    )
     calls = [(forward, (consts, carry, x)), (forward_vjp, (consts, carry, x)), (backward, (consts, carry, x, ct))]
     seconds = []
     for fn, args in calls:
@@ -109,5 +123,10 @@ def estimate_step_costs(step, consts, carry, x, *, calibrate: bool = False, repe
             seconds.append(flops / flops_per_s + moved / bytes_per_s)
     fwd, fwd_vjp, bwd = seconds
     # A pullback recomputes nothing: what the VJP forward costs beyond the forward is residual traffic.
-    return StepCosts(forward=fwd, forward_vjp=max(fwd_vjp, fwd), backward=max(bwd - fwd_vjp, 0.0),
-                     byte=2.0 / bytes_per_s, action=per_action)
+    return StepCosts(
+        forward=fwd,
+        forward_vjp=max(fwd_vjp, fwd),
+        backward=max(bwd - fwd_vjp, 0.0),
+        byte=2.0 / bytes_per_s,
+        action=per_action,
+    )

@@ -16,7 +16,7 @@ import math
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Vocabulary:
     chars: str
 
     @classmethod
-    def of(cls, text: str) -> "Vocabulary":
+    def of(cls, text: str) -> Vocabulary:
         return cls("".join(sorted(set(text))))
 
     def encode(self, text: str) -> np.ndarray:
@@ -57,7 +57,7 @@ def batches(ids: np.ndarray, length: int, batch: int, rng: np.random.Generator):
         raise ValueError(f"length={length} is longer than the corpus ({ids.size} characters).")
     while True:
         starts = rng.integers(0, ids.size - length - 1, size=batch)
-        window = np.stack([ids[s:s + length + 1] for s in starts], axis=1)
+        window = np.stack([ids[s : s + length + 1] for s in starts], axis=1)
         yield window[:-1], window[1:]
 
 
@@ -72,10 +72,15 @@ def init_params(key, vocab: int, hidden: int, embed: int) -> dict:
     k = jax.random.split(key, 4)
     scale = 1.0 / math.sqrt(hidden)
     uniform = lambda key, shape: jax.random.uniform(key, shape, minval=-scale, maxval=scale)  # noqa: E731
-    bias = jnp.zeros((4 * hidden,)).at[hidden:2 * hidden].set(1.0)
-    return {"embed": jax.random.normal(k[0], (vocab, embed)) * 0.1,
-            "wx": uniform(k[1], (embed, 4 * hidden)), "wh": uniform(k[2], (hidden, 4 * hidden)), "b": bias,
-            "wo": uniform(k[3], (hidden, vocab)), "bo": jnp.zeros((vocab,))}
+    bias = jnp.zeros((4 * hidden,)).at[hidden : 2 * hidden].set(1.0)
+    return {
+        "embed": jax.random.normal(k[0], (vocab, embed)) * 0.1,
+        "wx": uniform(k[1], (embed, 4 * hidden)),
+        "wh": uniform(k[2], (hidden, 4 * hidden)),
+        "b": bias,
+        "wo": uniform(k[3], (hidden, vocab)),
+        "bo": jnp.zeros((vocab,)),
+    }
 
 
 def lstm_step(params, carry, inputs):
@@ -168,10 +173,22 @@ class DemoResult:
     sample: str = ""
 
 
-def run_demo(length: int = 1000, memory="5%", kind: str = "msm", steps: int = 150, batch: int = 16,
-             hidden: int = 128, embed: int = 32, learning_rate: float = 1e-2, seed: int = 0,
-             compare: bool = True, repeats: int = 3, progress: bool = True, sample_length: int = 160,
-             out=None) -> DemoResult:
+def run_demo(
+    length: int = 1000,
+    memory="5%",
+    kind: str = "msm",
+    steps: int = 150,
+    batch: int = 16,
+    hidden: int = 128,
+    embed: int = 32,
+    learning_rate: float = 1e-2,
+    seed: int = 0,
+    compare: bool = True,
+    repeats: int = 3,
+    progress: bool = True,
+    sample_length: int = 160,
+    out=None,
+) -> DemoResult:
     """Train a character-level LSTM with :func:`memjax.scan` under ``memory`` and compare with ``jax.lax.scan``.
 
     Args:
@@ -204,14 +221,25 @@ def run_demo(length: int = 1000, memory="5%", kind: str = "msm", steps: int = 15
     scan = lambda f, init, xs: memjax.scan(f, init, xs, memory=memory, kind=kind)  # noqa: E731
     loss_fn = make_loss(scan, hidden)
     inputs, targets = next(data)
-    plan = memjax.plan_scan(lambda c, x: lstm_step(params, c, x),
-                            (jnp.zeros((batch, hidden)), jnp.zeros((batch, hidden))),
-                            (jnp.asarray(inputs), jnp.asarray(targets)), memory=memory, kind=kind)
-    print(f"memjax demo: character-level LSTM on {len(text):,} characters ({len(vocab)} symbols), "
-          f"sequences of {length} steps, batch {batch}, {hidden} units", file=out)
-    print(f"memjax.scan(kind={kind!r}, memory={memory!r}): budget {format_bytes(plan.budget_bytes)} of "
-          f"{format_bytes(plan.store_all_bytes)} that lax.scan stores; {plan.forward_count / length:.3f} forwards "
-          f"per step (alpha = {plan.sizes.alpha:.3g})", file=out, flush=True)
+    plan = memjax.plan_scan(
+        lambda c, x: lstm_step(params, c, x),
+        (jnp.zeros((batch, hidden)), jnp.zeros((batch, hidden))),
+        (jnp.asarray(inputs), jnp.asarray(targets)),
+        memory=memory,
+        kind=kind,
+    )
+    print(
+        f"memjax demo: character-level LSTM on {len(text):,} characters ({len(vocab)} symbols), "
+        f"sequences of {length} steps, batch {batch}, {hidden} units",
+        file=out,
+    )
+    print(
+        f"memjax.scan(kind={kind!r}, memory={memory!r}): budget {format_bytes(plan.budget_bytes)} of "
+        f"{format_bytes(plan.store_all_bytes)} that lax.scan stores; {plan.forward_count / length:.3f} forwards "
+        f"per step (alpha = {plan.sizes.alpha:.3g})",
+        file=out,
+        flush=True,
+    )
 
     @jax.jit
     def train_step(params, opt_state, inputs, targets):
@@ -235,10 +263,13 @@ def run_demo(length: int = 1000, memory="5%", kind: str = "msm", steps: int = 15
             bar.update(1)
     if bar is not None:
         bar.close()
-    head, tail = losses[: max(1, steps // 10)], losses[-max(1, steps // 10):]
-    print(f"loss {statistics.mean(head):.3f} -> {statistics.mean(tail):.3f} nats/char over {steps} steps "
-          f"(uniform guess: {math.log(len(vocab)):.3f}); median step {statistics.median(seconds[1:] or seconds):.3f} s",
-          file=out, flush=True)
+    head, tail = losses[: max(1, steps // 10)], losses[-max(1, steps // 10) :]
+    print(
+        f"loss {statistics.mean(head):.3f} -> {statistics.mean(tail):.3f} nats/char over {steps} steps "
+        f"(uniform guess: {math.log(len(vocab)):.3f}); median step {statistics.median(seconds[1:] or seconds):.3f} s",
+        file=out,
+        flush=True,
+    )
 
     sample = ""
     if sample_length > 0:
@@ -284,32 +315,46 @@ def _compare(params, inputs, targets, hidden, memory, kind, repeats):
 
     import memjax
 
-    methods = {"jax.lax.scan": (jax.lax.scan, 1.0),
-               f"memjax.scan ({kind}, {memory})": (
-                   lambda f, init, xs: memjax.scan(f, init, xs, memory=memory, kind=kind), None)}
+    methods = {
+        "jax.lax.scan": (jax.lax.scan, 1.0),
+        f"memjax.scan ({kind}, {memory})": (
+            lambda f, init, xs: memjax.scan(f, init, xs, memory=memory, kind=kind),
+            None,
+        ),
+    }
     compiled, rows = {}, {}
     for name, (scan, forwards) in methods.items():
         fn = jax.jit(jax.value_and_grad(make_loss(scan, hidden)))
         executable = fn.lower(params, inputs, targets).compile()
         analysis = executable.memory_analysis()
         compiled[name] = executable
-        rows[name] = {"temp_bytes": None if analysis is None else int(analysis.temp_size_in_bytes),
-                      "seconds": [], "forwards_per_step": forwards}
+        rows[name] = {
+            "temp_bytes": None if analysis is None else int(analysis.temp_size_in_bytes),
+            "seconds": [],
+            "forwards_per_step": forwards,
+        }
     kind_name = next(iter(methods.keys() - {"jax.lax.scan"}))
     batch = inputs.shape[1]
     import jax.numpy as jnp
 
-    plan = memjax.plan_scan(lambda c, x: lstm_step(params, c, x),
-                            (jnp.zeros((batch, hidden)), jnp.zeros((batch, hidden))), (inputs, targets),
-                            memory=memory, kind=kind)
+    plan = memjax.plan_scan(
+        lambda c, x: lstm_step(params, c, x),
+        (jnp.zeros((batch, hidden)), jnp.zeros((batch, hidden))),
+        (inputs, targets),
+        memory=memory,
+        kind=kind,
+    )
     rows[kind_name]["forwards_per_step"] = plan.forward_count / plan.length
-    grads = {name: jax.block_until_ready(executable(params, inputs, targets))[1]
-             for name, executable in compiled.items()}  # also the warm-up run
-    difference = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(
-        jax.tree_util.tree_leaves(grads["jax.lax.scan"]), jax.tree_util.tree_leaves(grads[kind_name])))
+    grads = {
+        name: jax.block_until_ready(executable(params, inputs, targets))[1] for name, executable in compiled.items()
+    }  # also the warm-up run
+    difference = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(jax.tree_util.tree_leaves(grads["jax.lax.scan"]), jax.tree_util.tree_leaves(grads[kind_name]))
+    )
     names = list(compiled)
     for round_ in range(repeats):
-        for name in names[round_ % 2:] + names[: round_ % 2]:
+        for name in names[round_ % 2 :] + names[: round_ % 2]:
             start = time.perf_counter()
             jax.block_until_ready(compiled[name](params, inputs, targets))
             rows[name]["seconds"].append(time.perf_counter() - start)
@@ -318,20 +363,25 @@ def _compare(params, inputs, targets, hidden, memory, kind, repeats):
 
 def _demo_table(rows: dict, difference: float) -> str:
     reference = rows["jax.lax.scan"]
-    lines = ["| method | temp memory | memory vs lax.scan | gradient time (median) | time vs lax.scan | "
-             "forwards/step |",
-             "|:--|--:|--:|--:|--:|--:|"]
+    lines = [
+        "| method | temp memory | memory vs lax.scan | gradient time (median) | time vs lax.scan | forwards/step |",
+        "|:--|--:|--:|--:|--:|--:|",
+    ]
     for name, row in rows.items():
         temp = row["temp_bytes"]
         seconds = statistics.median(row["seconds"]) if row["seconds"] else math.nan
         ref_seconds = statistics.median(reference["seconds"]) if reference["seconds"] else math.nan
         memory_ratio = (temp / reference["temp_bytes"]) if temp and reference["temp_bytes"] else math.nan
-        lines.append(f"| {name} | {format_bytes(temp) if temp is not None else '—'} | {memory_ratio:.3f} | "
-                     f"{seconds * 1e3:.1f} ms | {seconds / ref_seconds:.2f} | {row['forwards_per_step']:.3f} |")
+        lines.append(
+            f"| {name} | {format_bytes(temp) if temp is not None else '—'} | {memory_ratio:.3f} | "
+            f"{seconds * 1e3:.1f} ms | {seconds / ref_seconds:.2f} | {row['forwards_per_step']:.3f} |"
+        )
     lines.append("")
     lines.append(f"max |grad memjax - grad lax.scan| on one batch: {difference:.2e}")
-    lines.append("temp memory: compiled.memory_analysis().temp_size_in_bytes of jit(value_and_grad(loss)); "
-                 f"times: median of {len(reference['seconds'])} interleaved runs.")
+    lines.append(
+        "temp memory: compiled.memory_analysis().temp_size_in_bytes of jit(value_and_grad(loss)); "
+        f"times: median of {len(reference['seconds'])} interleaved runs."
+    )
     return "\n".join(lines)
 
 
@@ -347,15 +397,17 @@ def parse_units(memory: str, length: int, alpha: float) -> float:
         else:
             value = float(text)
     except ValueError:
-        raise ValueError(f"memory={memory!r}: give units of one hidden state (e.g. '40') or a percentage of "
-                         "store-all (e.g. '5%').") from None
+        raise ValueError(
+            f"memory={memory!r}: give units of one hidden state (e.g. '40') or a percentage of store-all (e.g. '5%')."
+        ) from None
     if not value > 0:
         raise ValueError(f"memory={memory!r} must be positive.")
     return value
 
 
-def plan_report(length: int, memory: str, alpha: float = 1.0, kind: str = "msm", width: int = 72,
-                height: int = 20, actions: int = 0) -> str:
+def plan_report(
+    length: int, memory: str, alpha: float = 1.0, kind: str = "msm", width: int = 72, height: int = 20, actions: int = 0
+) -> str:
     """The text that ``python -m memjax plan`` prints: policy, cost, peak memory and an ASCII schedule."""
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(KINDS)}.")
@@ -365,24 +417,25 @@ def plan_report(length: int, memory: str, alpha: float = 1.0, kind: str = "msm",
     policy = solve(length, units, alpha=alpha, kind=kind)
     schedule = policy.schedule()
     seconds = time.perf_counter() - start
-    lines = [f"memjax plan: t = {length} steps, alpha = {alpha:g} (an internal state is {alpha:g} hidden-state "
-             "units)",
-             f"  policy         {kind}, memory {units:g} units ({units / store_all:.2%} of store-all = "
-             f"{store_all:g} units)",
-             f"  cost           {policy.cost} forward evaluations = {policy.forwards_per_step:.3f} forwards per "
-             f"step (store-all: 1.000; recompute-all: {(length + 1) / 2:g})",
-             f"  peak memory    {schedule.peak_memory:g} units ({schedule.peak_memory / store_all:.2%} of "
-             f"store-all): {schedule.hidden_slots} hidden + {schedule.internal_slots} internal states at most, "
-             "plus the initial state",
-             f"  schedule       {len(schedule)} actions, solved in {seconds:.2f} s"]
+    lines = [
+        f"memjax plan: t = {length} steps, alpha = {alpha:g} (an internal state is {alpha:g} hidden-state units)",
+        f"  policy         {kind}, memory {units:g} units ({units / store_all:.2%} of store-all = {store_all:g} units)",
+        f"  cost           {policy.cost} forward evaluations = {policy.forwards_per_step:.3f} forwards per "
+        f"step (store-all: 1.000; recompute-all: {(length + 1) / 2:g})",
+        f"  peak memory    {schedule.peak_memory:g} units ({schedule.peak_memory / store_all:.2%} of "
+        f"store-all): {schedule.hidden_slots} hidden + {schedule.internal_slots} internal states at most, "
+        "plus the initial state",
+        f"  schedule       {len(schedule)} actions, solved in {seconds:.2f} s",
+    ]
     if kind not in ("store_all", "recompute"):
         others = []
         for other in ("msm", "hsm", "chen"):
             if other == kind or (other == "msm" and length > 3000):  # keep the report quick
                 continue
             try:
-                others.append(f"{other} {solve(length, units, alpha=alpha, kind=other).forwards_per_step:.3f} "
-                              "forwards per step")
+                others.append(
+                    f"{other} {solve(length, units, alpha=alpha, kind=other).forwards_per_step:.3f} forwards per step"
+                )
             except ValueError:
                 others.append(f"{other} needs more memory")
         if others:
@@ -421,7 +474,7 @@ def ascii_schedule(schedule: Schedule, width: int = 72, height: int = 20) -> str
         return min(rows - 1, clock * rows // total)
 
     def mark(r: int, c0: int, c1: int, value: int) -> None:
-        grid[r, c0:c1 + 1] = np.maximum(grid[r, c0:c1 + 1], value)
+        grid[r, c0 : c1 + 1] = np.maximum(grid[r, c0 : c1 + 1], value)
 
     clock = 0
     held: dict[int, tuple[int, int, int]] = {}  # offset -> (position, mark, clock saved)
@@ -470,16 +523,21 @@ def ascii_schedule(schedule: Schedule, width: int = 72, height: int = 20) -> str
         last_done[c] = max(last_done[c], r)
     for c in range(columns):  # '.' once every step of the column has been back-propagated
         if 0 <= last_done[c] < rows - 1:
-            grid[last_done[c] + 1:, c] = np.maximum(grid[last_done[c] + 1:, c], 1)
+            grid[last_done[c] + 1 :, c] = np.maximum(grid[last_done[c] + 1 :, c], 1)
 
     per_column = t / columns
     pad = max(4, len(str(total)))
     axis = "1" + "position".center(max(columns - 1 - len(str(t)), 0)) + str(t) if columns > 12 else "1..t"
-    lines = [f"schedule picture: {rows} rows of ~{total / rows:.3g} time units (forward evaluations + backward "
-             f"steps), {columns} columns of ~{per_column:.3g} positions",
-             f"{'time':>{pad}} |{axis}", f"{'':>{pad}} +" + "-" * columns]
+    lines = [
+        f"schedule picture: {rows} rows of ~{total / rows:.3g} time units (forward evaluations + backward "
+        f"steps), {columns} columns of ~{per_column:.3g} positions",
+        f"{'time':>{pad}} |{axis}",
+        f"{'':>{pad}} +" + "-" * columns,
+    ]
     for r in range(rows):
         lines.append(f"{r * total // rows:>{pad}} |" + "".join(marks[v] for v in grid[r]).rstrip())
-    lines.append("legend: '-' forward (re)computation, 'o' hidden state held, '#' internal state held, "
-                 "'x' back-propagated, '.' done")
+    lines.append(
+        "legend: '-' forward (re)computation, 'o' hidden state held, '#' internal state held, "
+        "'x' back-propagated, '.' done"
+    )
     return "\n".join(lines)

@@ -179,8 +179,11 @@ class Column:
         self._pieces = self.knots[:-1] if self.knots.shape[0] > 1 else self.knots
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, Column) and np.array_equal(self.knots, other.knots)
-                and np.array_equal(self.values, other.values))
+        return (
+            isinstance(other, Column)
+            and np.array_equal(self.knots, other.knots)
+            and np.array_equal(self.values, other.values)
+        )
 
     __hash__ = object.__hash__
 
@@ -356,8 +359,10 @@ def _events(prefix: Column, t0, t1, terms, chosen, fixed_knots):
     for term, (own, right_candidates) in zip(terms, chosen):
         ys = own + term.offset
         parts += [ys + 1, right_candidates + 1]
-        for shifted in (_shifted(term.column.knots, np.append(ys, 1), t0, high, limit),
-                        _shifted(knots, right_candidates + term.offset, t0, high, limit)):
+        for shifted in (
+            _shifted(term.column.knots, np.append(ys, 1), t0, high, limit),
+            _shifted(knots, right_candidates + term.offset, t0, high, limit),
+        ):
             if shifted is None:
                 return None
             limit -= shifted.shape[0]
@@ -453,8 +458,9 @@ def _solve_column(column, t0, terms, spent, fixed_knots, nothing, everything, ce
                 # the next guess (Picard): the evaluation after the mismatch, linear between evaluated lengths
                 later = points > mismatch
                 nodes = np.concatenate([[mismatch], points[later]])
-                column[mismatch:t1] = np.rint(np.interp(everything[mismatch:t1], nodes,
-                                                        np.concatenate([[value], best[later]]))).astype(np.int64)
+                column[mismatch:t1] = np.rint(
+                    np.interp(everything[mismatch:t1], nodes, np.concatenate([[value], best[later]]))
+                ).astype(np.int64)
                 column[mismatch] = value
             if keep == t1 - t0:
                 run = max(run, 8 * (t1 - t0))
@@ -517,8 +523,15 @@ class Columns:
             terms.append((_INTERNAL, 1, self.fixed[q - i]))
         column = ts[:, None]
         for option, offset, right in terms:
-            ys = np.concatenate([np.broadcast_to(own.convex + offset, (ts.shape[0], own.convex.shape[0])),
-                                 column - right.convex, np.ones_like(column), column - 1], axis=1)
+            ys = np.concatenate(
+                [
+                    np.broadcast_to(own.convex + offset, (ts.shape[0], own.convex.shape[0])),
+                    column - right.convex,
+                    np.ones_like(column),
+                    column - 1,
+                ],
+                axis=1,
+            )
             ys = np.clip(ys, 1, column - 1)
             values = ys + own.at(ys - offset) + right.at(column - ys)
             best = np.minimum(best, ((values * 4 + option) * scale + ys).min(axis=1))
@@ -576,8 +589,9 @@ def _excess(t, q: int, slack: int, path) -> np.ndarray:
     return np.maximum(np.minimum(most, np.maximum(most - t, most - length + t + (quanta - q) // d)), -1)
 
 
-def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool,
-                  slack: int = _INF, query: bool = False) -> Columns:
+def solve_columns(
+    length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool, slack: int = _INF, query: bool = False
+) -> Columns:
     """Solve ``N`` (and ``F`` when both options are enabled and ``i >= s``) for ``t <= length``, ``q <= quanta``.
 
     Every cell is capped at ``slack + t`` (fact 7): exact wherever it is below, and the cap elsewhere. A query of
@@ -662,7 +676,7 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
         if both and q - 1 - s >= s and fixed[q - 1 - s] is not None and 0 < top < n:
             step = values_of(fixed[q - 1 - s]) - values_of(fixed[q - s])
             guess = guess.copy()
-            guess[top:] -= step[:n - top]
+            guess[top:] -= step[: n - top]
         return guess
 
     for q in range(s, quanta + 1):
@@ -677,10 +691,19 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
         if column is None:
             values = np.zeros(n, np.int64)
             values[: min(length, 1) + 1] = everything[: min(length, 1) + 1]
-            values[2: top + 1] = floor[2: top + 1]
+            values[2 : top + 1] = floor[2 : top + 1]
             np.minimum(values, ceiling, out=values)
-            made = _solve_column(values, t0, terms_of(right_hidden, right_internal), None, ceiling_knots, nothing,
-                                 everything, ceiling, predicted(q, top))
+            made = _solve_column(
+                values,
+                t0,
+                terms_of(right_hidden, right_internal),
+                None,
+                ceiling_knots,
+                nothing,
+                everything,
+                ceiling,
+                predicted(q, top),
+            )
             column = stored(Column(values) if made is None else made)
             dense[id(column)] = values
             remember(key, ceiling, column)
@@ -703,8 +726,17 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
                         fixed_knots = spent_from.knots + 1
                         if ceiling_knots is not None:
                             fixed_knots = np.concatenate([fixed_knots, ceiling_knots])
-                        made = _solve_column(free_values, first + 1, terms_of(right_hidden, right_internal), spent,
-                                             fixed_knots, nothing, everything, ceiling, _free_guess(values, spent))
+                        made = _solve_column(
+                            free_values,
+                            first + 1,
+                            terms_of(right_hidden, right_internal),
+                            spent,
+                            fixed_knots,
+                            nothing,
+                            everything,
+                            ceiling,
+                            _free_guess(values, spent),
+                        )
                         free_column = stored(Column(free_values) if made is None else made)
                         dense[id(free_column)] = free_values
                 remember(key, ceiling, free_column)
@@ -712,8 +744,12 @@ def solve_columns(length: int, quanta: int, s: int, i: int, hidden: bool, intern
         # Keep the values (and terms) of the columns that later widths still read, q + 1 - i - s and above: at most
         # 2 (i + s + 1) of them, so sweeping once the dict holds twice that bounds what is kept.
         if len(dense) > 4 * (i + s + 1):
-            live = {id(c) for table in ((fixed, free) if both else (fixed,))
-                    for c in table[max(s, q + 1 - i - s): q + 1] if c is not None}
+            live = {
+                id(c)
+                for table in ((fixed, free) if both else (fixed,))
+                for c in table[max(s, q + 1 - i - s) : q + 1]
+                if c is not None
+            }
             for key_id in [key_id for key_id in dense if key_id not in live]:
                 del dense[key_id]
             for key in [key for key in terms if key[1] not in live]:

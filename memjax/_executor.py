@@ -29,6 +29,7 @@ from memjax._schedule import Op
 
 __all__ = ["Executor", "Interpreter", "Pipelined", "make_executor", "zero_cotangent"]
 
+
 def _is_float(aval) -> bool:
     return jnp.issubdtype(aval.dtype, jnp.inexact)
 
@@ -85,7 +86,7 @@ def _scan(body, state, inputs):
     return jax.lax.scan(lambda state, inputs: (body(state, inputs), None), state, inputs)[0]
 
 
-def make_executor(step, plan, reverse: bool, unroll) -> "Executor":
+def make_executor(step, plan, reverse: bool, unroll) -> Executor:
     """The executor of ``plan``: :class:`Pipelined` where the plan has a pipeline, :class:`Interpreter`
     otherwise."""
     if plan.pipeline is not None:
@@ -115,8 +116,9 @@ class Executor:
         self.layout = PoolLayout(sizes.carry_avals, sizes.variant_avals, schedule.hidden_quanta, internal)
 
     def __repr__(self) -> str:  # shown in jaxprs, as the primitive's parameter
-        return (f"{type(self).__name__}(kind={self.plan.kind!r}, length={self.plan.length}, "
-                f"forwards={self.forward_count})")
+        return (
+            f"{type(self).__name__}(kind={self.plan.kind!r}, length={self.plan.length}, forwards={self.forward_count})"
+        )
 
     @property
     def forward_count(self) -> int:
@@ -134,8 +136,7 @@ class Executor:
         return self.plan.length - k if self.reverse else k - 1
 
     def _x(self, xs, k):
-        return jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, self._index(k), keepdims=False),
-                                      xs)
+        return jax.tree_util.tree_map(lambda a: jax.lax.dynamic_index_in_dim(a, self._index(k), keepdims=False), xs)
 
     def _step(self, consts, carry, x):
         return self.step(carry, x, *consts)
@@ -155,12 +156,14 @@ class Executor:
 
     def _ys_buffer(self, consts, init, xs):
         y_aval = jax.eval_shape(self._step, consts, init, self._x(xs, 1))[1]
-        return _varying(jax.tree_util.tree_map(lambda a: jnp.zeros((self.plan.length, *a.shape), a.dtype), y_aval),
-                        consts, init, xs)
+        return _varying(
+            jax.tree_util.tree_map(lambda a: jnp.zeros((self.plan.length, *a.shape), a.dtype), y_aval), consts, init, xs
+        )
 
     def _write_y(self, ys, y, k):
-        return jax.tree_util.tree_map(lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, self._index(k), 0),
-                                      ys, y)
+        return jax.tree_util.tree_map(
+            lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, self._index(k), 0), ys, y
+        )
 
     def _pools(self, quanta, consts, init, xs):
         return _varying(self.layout.zeros(quanta), consts, init, xs)
@@ -168,8 +171,9 @@ class Executor:
     # -- the sweeps ----------------------------------------------------------------------------------------
     def primal(self, consts, init, xs):
         """The scan itself, undifferentiated: ``jax.lax.scan``."""
-        return jax.lax.scan(lambda c, x: self._step(consts, c, x), init, xs, self.plan.length,
-                            reverse=self.reverse, unroll=self.unroll)
+        return jax.lax.scan(
+            lambda c, x: self._step(consts, c, x), init, xs, self.plan.length, reverse=self.reverse, unroll=self.unroll
+        )
 
     def forward(self, consts, init, xs):
         """The forward sweep: ``((carry, ys), residuals)`` for :meth:`backward`."""
@@ -224,15 +228,20 @@ class _Cotangents:
 
     def _ct_y(self, k):
         index = self.executor._index(k)
-        return jax.tree_util.tree_unflatten(self.y_tree, [
-            np.zeros(a.shape[1:], jax.dtypes.float0) if a.dtype == jax.dtypes.float0
-            else jax.lax.dynamic_index_in_dim(a, index, keepdims=False) for a in self.y_leaves])
+        return jax.tree_util.tree_unflatten(
+            self.y_tree,
+            [
+                np.zeros(a.shape[1:], jax.dtypes.float0)
+                if a.dtype == jax.dtypes.float0
+                else jax.lax.dynamic_index_in_dim(a, index, keepdims=False)
+                for a in self.y_leaves
+            ],
+        )
 
     def start(self, t, last_leaves):
         """The state after step ``t``, back-propagated from the residuals the forward sweep kept."""
         acc = [jnp.zeros(a.shape, a.dtype) for a in _select(self.const_wanted, self.const_avals)]
-        buffers = _varying([jnp.zeros((t, *a.shape), a.dtype) for a in _select(self.x_wanted, self.x_avals)],
-                           self.xs)
+        buffers = _varying([jnp.zeros((t, *a.shape), a.dtype) for a in _select(self.x_wanted, self.x_avals)], self.xs)
         g = _select(self.carry_wanted, jax.tree_util.tree_leaves(self.ct_final))
         return self.back(last_leaves, t, (g, acc, buffers))
 
@@ -244,17 +253,21 @@ class _Cotangents:
         ct_consts, ct_carry, ct_x = pullback(ct_out)
         acc = [a + c for a, c in zip(acc, _select(self.const_wanted, jax.tree_util.tree_leaves(ct_consts)))]
         index = self.executor._index(k)
-        buffers = [jax.lax.dynamic_update_index_in_dim(buf, c.astype(buf.dtype), index, 0)
-                   for buf, c in zip(buffers, _select(self.x_wanted, jax.tree_util.tree_leaves(ct_x)))]
+        buffers = [
+            jax.lax.dynamic_update_index_in_dim(buf, c.astype(buf.dtype), index, 0)
+            for buf, c in zip(buffers, _select(self.x_wanted, jax.tree_util.tree_leaves(ct_x)))
+        ]
         return _select(self.carry_wanted, jax.tree_util.tree_leaves(ct_carry)), acc, buffers
 
     def stored_leaves(self, pools, offset, k):
         """The residual leaves of step k, from its internal state stored at ``offset``."""
-        stored = iter(self.executor.layout.internal.load(pools, offset)[:self.n_residuals])
+        stored = iter(self.executor.layout.internal.load(pools, offset)[: self.n_residuals])
         shared = iter(self.invariant)
         x = jax.tree_util.tree_leaves(self.executor._x(self.xs, k))  # residuals that are x: read back, not stored
-        return [x[j] if j >= 0 else next(stored) if v else next(shared)
-                for v, j in zip(self.executor.varies, self.executor.from_x)]
+        return [
+            x[j] if j >= 0 else next(stored) if v else next(shared)
+            for v, j in zip(self.executor.varies, self.executor.from_x)
+        ]
 
     def back_stored(self, pools, offset, k, state):
         """Back-propagate step k from its internal state stored at ``offset``."""
@@ -263,8 +276,11 @@ class _Cotangents:
     def finish(self, state):
         g, acc, buffers = state
         ct_xs = jax.tree_util.tree_unflatten(self.x_tree, _fill(self.x_wanted, buffers, self.x_leaf_avals))
-        return (_fill(self.const_wanted, acc, self.const_avals),
-                self.carry_of(_fill(self.carry_wanted, g, self.carry_avals)), ct_xs)
+        return (
+            _fill(self.const_wanted, acc, self.const_avals),
+            self.carry_of(_fill(self.carry_wanted, g, self.carry_avals)),
+            ct_xs,
+        )
 
 
 class Interpreter(Executor):
@@ -289,22 +305,34 @@ class Interpreter(Executor):
             carry, pools, ys = state
             k, save_hidden, save_internal = inputs
             x = self._x(xs, k)
-            pools = _when(save_hidden >= 0, lambda pools: layout.hidden.store(
-                pools, jax.tree_util.tree_leaves(carry), save_hidden), pools)
+            pools = _when(
+                save_hidden >= 0,
+                lambda pools: layout.hidden.store(pools, jax.tree_util.tree_leaves(carry), save_hidden),
+                pools,
+            )
 
             def plain(pools):
                 new, y = self._step(consts, carry, x)
                 return new, y, pools
 
-            new, y, pools = jax.lax.cond(save_internal >= 0, lambda pools: self._store_internal(
-                consts, xs, pools, carry, k, save_internal), plain, pools)
+            new, y, pools = jax.lax.cond(
+                save_internal >= 0,
+                lambda pools: self._store_internal(consts, xs, pools, carry, k, save_internal),
+                plain,
+                pools,
+            )
             return (new, pools, self._write_y(ys, y, k)), None
 
         # Steps 1..t-1 in a scan, then step t under jax.vjp: its residuals start the backward sweep.
         steps = jax.lax.iota(jnp.int32, t - 1) + 1  # an iota, not a length-t constant in the program
-        state = (init, self._pools(self.plan.schedule.stack_quanta, consts, init, xs), self._ys_buffer(consts, init, xs))
-        (carry, pools, ys), _ = jax.lax.scan(body, state, (steps, tables.save_hidden[: t - 1],
-                                                           tables.save_internal[: t - 1]), unroll=self.unroll)
+        state = (
+            init,
+            self._pools(self.plan.schedule.stack_quanta, consts, init, xs),
+            self._ys_buffer(consts, init, xs),
+        )
+        (carry, pools, ys), _ = jax.lax.scan(
+            body, state, (steps, tables.save_hidden[: t - 1], tables.save_internal[: t - 1]), unroll=self.unroll
+        )
         if tables.save_hidden[t - 1] >= 0:
             pools = layout.hidden.store(pools, jax.tree_util.tree_leaves(carry), int(tables.save_hidden[t - 1]))
         final, y, leaves = self._vjp(consts, carry, self._x(xs, t))
@@ -317,21 +345,38 @@ class Interpreter(Executor):
             register, pools, cotangents = state
             op, a, offset = action
             safe = jnp.maximum(offset, 0)
-            register = _when(op == Op.RESTORE_HIDDEN, lambda r: chain.carry_of([
-                jnp.where(offset < 0, first, saved) for first, saved in
-                zip(jax.tree_util.tree_leaves(init), layout.hidden.load(pools, safe))]), register)
-            register = _when(op == Op.RESTORE_INTERNAL,
-                             lambda r: chain.carry_of(layout.internal.load(pools, offset)[chain.n_residuals:]),
-                             register)
+            register = _when(
+                op == Op.RESTORE_HIDDEN,
+                lambda r: chain.carry_of(
+                    [
+                        jnp.where(offset < 0, first, saved)
+                        for first, saved in zip(jax.tree_util.tree_leaves(init), layout.hidden.load(pools, safe))
+                    ]
+                ),
+                register,
+            )
+            register = _when(
+                op == Op.RESTORE_INTERNAL,
+                lambda r: chain.carry_of(layout.internal.load(pools, offset)[chain.n_residuals :]),
+                register,
+            )
             register = _when(op == Op.ADVANCE, lambda r: self._step(consts, r, self._x(xs, a + 1))[0], register)
-            pools = _when(op == Op.SAVE_HIDDEN, lambda p: layout.hidden.store(
-                p, jax.tree_util.tree_leaves(register), offset), pools)
-            register, pools = _when(op == Op.SAVE_INTERNAL, lambda operand: self._store_internal(
-                consts, xs, operand[1], operand[0], a + 1, offset)[::2], (register, pools))
-            cotangents = _when(op == Op.BACKWARD, lambda cs: chain.back(
-                self._vjp(consts, register, self._x(xs, a + 1))[2], a + 1, cs), cotangents)
-            cotangents = _when(op == Op.BACKWARD_STORED, lambda cs: chain.back_stored(pools, offset, a, cs),
-                               cotangents)
+            pools = _when(
+                op == Op.SAVE_HIDDEN,
+                lambda p: layout.hidden.store(p, jax.tree_util.tree_leaves(register), offset),
+                pools,
+            )
+            register, pools = _when(
+                op == Op.SAVE_INTERNAL,
+                lambda operand: self._store_internal(consts, xs, operand[1], operand[0], a + 1, offset)[::2],
+                (register, pools),
+            )
+            cotangents = _when(
+                op == Op.BACKWARD,
+                lambda cs: chain.back(self._vjp(consts, register, self._x(xs, a + 1))[2], a + 1, cs),
+                cotangents,
+            )
+            cotangents = _when(op == Op.BACKWARD_STORED, lambda cs: chain.back_stored(pools, offset, a, cs), cotangents)
             return register, pools, cotangents
 
         tables = self.tables
@@ -418,14 +463,18 @@ class Pipelined(Executor):
         for count, size in ((pipe.chunks, pipe.chunk), (int(pipe.remainder > 0), pipe.remainder)):
             if count == 0:
                 continue
-            extra = pipe.extra[: count] if size == pipe.chunk else pipe.extra[pipe.chunks:]
+            extra = pipe.extra[:count] if size == pipe.chunk else pipe.extra[pipe.chunks :]
             extra_at = f + np.concatenate([[0], np.cumsum(extra[:-1] + size)]).astype(np.int64)
             body_at = extra_at[:, None] + extra[:, None] + np.arange(size)[None, :]
             back_at = b + size * np.arange(count)[:, None] + np.arange(size)[None, :]
-            inputs = (extra, tuple(c[np.minimum(extra_at, len(c) - 1)] for c in columns),
-                      (tuple(c[back_at] for c in backward), tuple(c[body_at] for c in columns)))
+            inputs = (
+                extra,
+                tuple(c[np.minimum(extra_at, len(c) - 1)] for c in columns),
+                (tuple(c[back_at] for c in backward), tuple(c[body_at] for c in columns)),
+            )
             operand = _scan(chunk, operand, inputs)
             f, b = int(body_at[-1, -1]) + 1, int(back_at[-1, -1]) + 1
         pools, state = operand
-        return _scan(lambda cs, inputs: chain.back_stored(pools, inputs[1], inputs[0], cs), state,
-                     tuple(c[b:] for c in backward))
+        return _scan(
+            lambda cs, inputs: chain.back_stored(pools, inputs[1], inputs[0], cs), state, tuple(c[b:] for c in backward)
+        )

@@ -63,21 +63,37 @@ class Explanation:
             ("internal state", f"{format_bytes(self.internal_bytes)}  (alpha = {self.alpha:.3g})"),
             ("invariant residuals", f"{format_bytes(self.invariant_bytes)}  (stored once)"),
             ("policy", kind),
-            ("budget", format_bytes(self.budget_bytes) + (
-                "  (raised to the least this kind needs: the relative budget asked for less)"
-                if plan.raised_to_least else "")),
-            ("stored at peak", f"{format_bytes(self.stored_bytes)}  "
-                               f"({self.stored_bytes / max(self.store_all_bytes, 1):.1%} of store_all)"),
+            (
+                "budget",
+                format_bytes(self.budget_bytes)
+                + (
+                    "  (raised to the least this kind needs: the relative budget asked for less)"
+                    if plan.raised_to_least
+                    else ""
+                ),
+            ),
+            (
+                "stored at peak",
+                f"{format_bytes(self.stored_bytes)}  "
+                f"({self.stored_bytes / max(self.store_all_bytes, 1):.1%} of store_all)",
+            ),
             ("working set", format_bytes(self.working_bytes)),
-            ("forwards per step", f"{self.forwards_per_step:.3f}" + (
-                f"  (the policy's own: {policy.cost / plan.length:.3f})"
-                if policy is not None and policy.cost != plan.forward_count else "")),
+            (
+                "forwards per step",
+                f"{self.forwards_per_step:.3f}"
+                + (
+                    f"  (the policy's own: {policy.cost / plan.length:.3f})"
+                    if policy is not None and policy.cost != plan.forward_count
+                    else ""
+                ),
+            ),
             ("executor", _EXECUTORS[self.executor].format(self.conditionals)),
             ("store_all (lax.scan)", f"{format_bytes(self.store_all_bytes)}, 1.000 forwards per step"),
         ]
         for kind, forwards, seconds in plan.predictions:
-            rows.append((f"auto: {kind}", f"{forwards / plan.length:.3f} forwards per step, "
-                                          f"predicted {seconds * 1e3:.3g} ms"))
+            rows.append(
+                (f"auto: {kind}", f"{forwards / plan.length:.3f} forwards per step, predicted {seconds * 1e3:.3g} ms")
+            )
         if policy is not None:
             schedule = plan.schedule
             rows.insert(6, ("policy slots", f"{schedule.hidden_slots} hidden + {schedule.internal_slots} internal"))
@@ -96,8 +112,18 @@ _EXECUTORS = {
 }
 
 
-def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", checkpoint_policy=None,
-            executor: str = "auto", verbose: bool = True) -> Explanation:
+def explain(
+    f,
+    init,
+    xs=None,
+    length=None,
+    *,
+    memory=None,
+    kind: str = "msm",
+    checkpoint_policy=None,
+    executor: str = "auto",
+    verbose: bool = True,
+) -> Explanation:
     """Report what ``memjax.scan(f, init, xs, length, memory=..., kind=..., checkpoint_policy=...)`` will store
     and recompute (arguments as :func:`memjax.scan`).
 
@@ -115,11 +141,19 @@ def explain(f, init, xs=None, length=None, *, memory=None, kind: str = "msm", ch
     ys_bytes = _ys_bytes(f, init, xs, plan.length)
     working = step_bytes + in_transit + 3 * sizes.carry_bytes + tree_bytes(consts) + xs_bytes + ys_bytes
     explanation = Explanation(
-        plan=plan, carry_bytes=sizes.carry_bytes, internal_bytes=sizes.internal_bytes,
-        invariant_bytes=sizes.invariant_bytes, alpha=sizes.alpha, budget_bytes=plan.budget_bytes,
-        stored_bytes=plan.stored_bytes, working_bytes=working,
-        forwards_per_step=plan.forward_count / max(plan.length, 1), store_all_bytes=plan.store_all_bytes,
-        executor=plan.executor, conditionals=plan.conditionals)
+        plan=plan,
+        carry_bytes=sizes.carry_bytes,
+        internal_bytes=sizes.internal_bytes,
+        invariant_bytes=sizes.invariant_bytes,
+        alpha=sizes.alpha,
+        budget_bytes=plan.budget_bytes,
+        stored_bytes=plan.stored_bytes,
+        working_bytes=working,
+        forwards_per_step=plan.forward_count / max(plan.length, 1),
+        store_all_bytes=plan.store_all_bytes,
+        executor=plan.executor,
+        conditionals=plan.conditionals,
+    )
     if verbose:
         print(explanation)
     return explanation

@@ -55,9 +55,18 @@ class RNN(nn.RNN):
     kind: str = "msm"
     checkpoint_policy: Any = None
 
-    def __call__(self, inputs: jax.Array, *, initial_carry: Any = None, init_key: jax.Array | None = None,
-                 seq_lengths: jax.Array | None = None, return_carry: bool | None = None,
-                 time_major: bool | None = None, reverse: bool | None = None, keep_order: bool | None = None):
+    def __call__(
+        self,
+        inputs: jax.Array,
+        *,
+        initial_carry: Any = None,
+        init_key: jax.Array | None = None,
+        seq_lengths: jax.Array | None = None,
+        return_carry: bool | None = None,
+        time_major: bool | None = None,
+        reverse: bool | None = None,
+        keep_order: bool | None = None,
+    ):
         """Apply the cell over the time axis of ``inputs``, as ``nn.RNN.__call__``.
 
         Args:
@@ -79,23 +88,31 @@ class RNN(nn.RNN):
 
         # The cell's feature axes (three for ConvLSTMCell) sit after the time axis; the batch axes before it.
         time_axis = 0 if time_major else inputs.ndim - (self.cell.num_feature_axes + 1)
-        batch_dims = inputs.shape[1:-self.cell.num_feature_axes] if time_major else inputs.shape[:time_axis]
+        batch_dims = inputs.shape[1 : -self.cell.num_feature_axes] if time_major else inputs.shape[:time_axis]
         steps = inputs.shape[time_axis]
 
         def flip(tree):
-            return jax.tree_util.tree_map(lambda x: flip_sequences(
-                x, seq_lengths, num_batch_dims=len(batch_dims), time_major=time_major), tree)
+            return jax.tree_util.tree_map(
+                lambda x: flip_sequences(x, seq_lengths, num_batch_dims=len(batch_dims), time_major=time_major), tree
+            )
 
         if reverse:
             inputs = flip(inputs)
         if initial_carry is None:
-            input_shape = inputs.shape[:time_axis] + inputs.shape[time_axis + 1:]
-            initial_carry = self.cell.initialize_carry(
-                jax.random.key(0) if init_key is None else init_key, input_shape)
+            input_shape = inputs.shape[:time_axis] + inputs.shape[time_axis + 1 :]
+            initial_carry = self.cell.initialize_carry(jax.random.key(0) if init_key is None else init_key, input_shape)
         scan = functools.partial(
-            _scan, out_axes=time_axis, unroll=self.unroll, variable_axes=self.variable_axes,
-            variable_broadcast=self.variable_broadcast, variable_carry=self.variable_carry,
-            split_rngs=self.split_rngs, memory=self.memory, kind=self.kind, checkpoint_policy=self.checkpoint_policy)
+            _scan,
+            out_axes=time_axis,
+            unroll=self.unroll,
+            variable_axes=self.variable_axes,
+            variable_broadcast=self.variable_broadcast,
+            variable_carry=self.variable_carry,
+            split_rngs=self.split_rngs,
+            memory=self.memory,
+            kind=self.kind,
+            checkpoint_policy=self.checkpoint_policy,
+        )
         if seq_lengths is None or not return_carry:
             carry, outputs = scan(_step, in_axes=time_axis)(self.cell, initial_carry, inputs)
         else:
@@ -123,6 +140,7 @@ def _step_keeping_last(cell: nn.RNNCellBase, carries, x, is_last):
     """
     carry, frozen = carries
     carry, y = cell(carry, x)
-    frozen = jax.tree_util.tree_map(lambda new, old: jnp.where(_expand_dims_like(is_last, new), new, old),
-                                    carry, frozen)
+    frozen = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(_expand_dims_like(is_last, new), new, old), carry, frozen
+    )
     return (carry, frozen), y

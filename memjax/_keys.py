@@ -8,7 +8,8 @@ are closed over or scanned over (``xs``) need no such care.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
@@ -31,8 +32,7 @@ def keys_to_data(tree) -> tuple[Any, tuple]:
 def data_to_keys(tree, impls: tuple):
     """Inverse of :func:`keys_to_data`."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    leaves = [leaf if impl is None else jax.random.wrap_key_data(leaf, impl=impl)
-              for leaf, impl in zip(leaves, impls)]
+    leaves = [leaf if impl is None else jax.random.wrap_key_data(leaf, impl=impl) for leaf, impl in zip(leaves, impls)]
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 

@@ -17,7 +17,8 @@ from one, gives its leaves in the order that :attr:`StepSizes.pullback_tree` exp
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.extend.core as jex
@@ -28,8 +29,12 @@ __all__ = ["StepSizes", "measure_step", "tree_bytes"]
 
 def tree_bytes(tree) -> int:
     """Bytes of all array leaves of ``tree`` (arrays or ``jax.ShapeDtypeStruct``)."""
-    return int(sum(np.prod(leaf.shape, dtype=np.int64) * np.dtype(leaf.dtype).itemsize
-                   for leaf in jax.tree_util.tree_leaves(tree)))
+    return int(
+        sum(
+            np.prod(leaf.shape, dtype=np.int64) * np.dtype(leaf.dtype).itemsize
+            for leaf in jax.tree_util.tree_leaves(tree)
+        )
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +114,24 @@ def measure_step(step: Callable, consts, carry, x) -> StepSizes:
     out_tree = jax.tree_util.tree_structure(out)
     leaves, tree = jax.tree_util.tree_flatten(pullback)
     n_args = len(jax.tree_util.tree_leaves((consts, carry)))
-    varies, from_x = _depends_on_inputs(closed.jaxpr, len(jax.tree_util.tree_leaves(consts)), n_args,
-                                        out_tree.num_leaves)
+    varies, from_x = _depends_on_inputs(
+        closed.jaxpr, len(jax.tree_util.tree_leaves(consts)), n_args, out_tree.num_leaves
+    )
     per_step = [leaf for leaf, keep in zip(leaves, _stored(varies, from_x)) if keep]
     invariant = [leaf for leaf, v in zip(leaves, varies) if not v]
     carry_avals = tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in jax.tree_util.tree_leaves(carry))
-    return StepSizes(tree_bytes(carry), tree_bytes(per_step), tree_bytes(invariant), carry_avals, tree,
-                     tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves), tuple(varies),
-                     tuple(from_x), closed, out_tree)
+    return StepSizes(
+        tree_bytes(carry),
+        tree_bytes(per_step),
+        tree_bytes(invariant),
+        carry_avals,
+        tree,
+        tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves),
+        tuple(varies),
+        tuple(from_x),
+        closed,
+        out_tree,
+    )
 
 
 def _depends_on_inputs(jaxpr, n_consts: int, n_args: int, n_out: int) -> tuple[list[bool], list[int]]:

@@ -54,19 +54,49 @@ class NNXRNN(nnx.RNN):
       constants rather than carried, so that stored states do not hold copies of them.
     """
 
-    def __init__(self, cell, *, time_major: bool = False, return_carry: bool = False, reverse: bool = False,
-                 keep_order: bool = False, unroll: int = 1, state_axes=None, broadcast_rngs=None, rngs=True,
-                 memory=None, kind: str = "msm", checkpoint_policy=None):
-        super().__init__(cell, time_major=time_major, return_carry=return_carry, reverse=reverse,
-                         keep_order=keep_order, unroll=unroll, state_axes=state_axes,
-                         broadcast_rngs=broadcast_rngs, rngs=rngs)
+    def __init__(
+        self,
+        cell,
+        *,
+        time_major: bool = False,
+        return_carry: bool = False,
+        reverse: bool = False,
+        keep_order: bool = False,
+        unroll: int = 1,
+        state_axes=None,
+        broadcast_rngs=None,
+        rngs=True,
+        memory=None,
+        kind: str = "msm",
+        checkpoint_policy=None,
+    ):
+        super().__init__(
+            cell,
+            time_major=time_major,
+            return_carry=return_carry,
+            reverse=reverse,
+            keep_order=keep_order,
+            unroll=unroll,
+            state_axes=state_axes,
+            broadcast_rngs=broadcast_rngs,
+            rngs=rngs,
+        )
         self.memory = memory
         self.kind = kind
         self.checkpoint_policy = checkpoint_policy
 
-    def __call__(self, inputs, *, initial_carry=None, seq_lengths=None, return_carry: bool | None = None,
-                 time_major: bool | None = None, reverse: bool | None = None, keep_order: bool | None = None,
-                 rngs=None):
+    def __call__(
+        self,
+        inputs,
+        *,
+        initial_carry=None,
+        seq_lengths=None,
+        return_carry: bool | None = None,
+        time_major: bool | None = None,
+        reverse: bool | None = None,
+        keep_order: bool | None = None,
+        rngs=None,
+    ):
         """Runs the cell over ``inputs``, as ``nnx.RNN.__call__``.
 
         Args:
@@ -90,8 +120,9 @@ class NNXRNN(nnx.RNN):
         time_axis = 0 if time_major else inputs.ndim - (self.cell.num_feature_axes + 1)
         time_axis %= inputs.ndim
         num_batch_dims = inputs.ndim - 1 - self.cell.num_feature_axes
-        flip = functools.partial(flip_sequences, seq_lengths=seq_lengths, num_batch_dims=num_batch_dims,
-                                 time_major=time_major)
+        flip = functools.partial(
+            flip_sequences, seq_lengths=seq_lengths, num_batch_dims=num_batch_dims, time_major=time_major
+        )
         if reverse:
             inputs = jax.tree_util.tree_map(flip, inputs)  # padding stays at the end: the scan always runs forward
         if rngs is None:
@@ -99,13 +130,19 @@ class NNXRNN(nnx.RNN):
         if isinstance(rngs, nnx.Rngs):
             rngs = rngs.carry.fork()
         if initial_carry is None:
-            initial_carry = self.cell.initialize_carry(inputs.shape[:time_axis] + inputs.shape[time_axis + 1:],
-                                                       rngs)
+            initial_carry = self.cell.initialize_carry(inputs.shape[:time_axis] + inputs.shape[time_axis + 1 :], rngs)
 
         state_axes = nnx.StateAxes({nnx.All(nnx.RngState, self.broadcast_rngs): None, **self.state_axes})
-        loop = functools.partial(_scan, time_axis=time_axis, state_axes=state_axes,
-                                 seq_lengths=seq_lengths if return_carry else None, unroll=self.unroll,
-                                 memory=self.memory, kind=self.kind, checkpoint_policy=self.checkpoint_policy)
+        loop = functools.partial(
+            _scan,
+            time_axis=time_axis,
+            state_axes=state_axes,
+            seq_lengths=seq_lengths if return_carry else None,
+            unroll=self.unroll,
+            memory=self.memory,
+            kind=self.kind,
+            checkpoint_policy=self.checkpoint_policy,
+        )
         # Broadcast streams get a fresh key per call, as in nnx.RNN, so every step draws the same numbers.
         loop = nnx.split_rngs(splits=1, only=self.broadcast_rngs, squeeze=True)(loop)
         carry, outputs = loop(self.cell, initial_carry, inputs)
@@ -145,23 +182,27 @@ def _scan(cell, carry, inputs, *, time_axis, state_axes, seq_lengths, unroll, me
         carried_out = []
         for group, constant in zip([g for g, axis in zip(out, axes) if axis is nnx.Carry], constants):
             constant_out, rest = nnx.split_state(group, _CONSTANT, ...)
-            if any(a is not b for a, b in zip(jax.tree_util.tree_leaves(constant_out),
-                                              jax.tree_util.tree_leaves(constant))):
-                raise ValueError("NNXRNN: the cell assigned to an nnx.Param or nnx.RngKey of its nnx.Carry "
-                                 "state, which memjax closes over as loop constants; give that state its own "
-                                 "entry in state_axes (an integer axis, or None), or use nnx.RNN.")
+            if any(
+                a is not b for a, b in zip(jax.tree_util.tree_leaves(constant_out), jax.tree_util.tree_leaves(constant))
+            ):
+                raise ValueError(
+                    "NNXRNN: the cell assigned to an nnx.Param or nnx.RngKey of its nnx.Carry "
+                    "state, which memjax closes over as loop constants; give that state its own "
+                    "entry in state_axes (an integer axis, or None), or use nnx.RNN."
+                )
             carried_out.append(rest)
         if last is not None:
-            frozen = jax.tree_util.tree_map(lambda new, old: jnp.where(_expand_like(t <= last, new), new, old),
-                                            c, frozen)
+            frozen = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(_expand_like(t <= last, new), new, old), c, frozen
+            )
         scanned_out = [g for g, axis in zip(out, axes) if isinstance(axis, int)]
         return (carried_out, c, frozen), (y, scanned_out)
 
     xs = (scanned, jnp.moveaxis(inputs, time_axis, 0), jnp.arange(steps) if last is not None else None)
     frozen = carry if last is not None else None
     (carried, carry, frozen), (ys, scanned) = _memjax_scan(
-        body, (carried, carry, frozen), xs, unroll=unroll, memory=memory, kind=kind,
-        checkpoint_policy=checkpoint_policy)
+        body, (carried, carry, frozen), xs, unroll=unroll, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy
+    )
     scanned = [_move(group, 0, axis) for group, axis in zip(scanned, [a for a in axes if isinstance(a, int)])]
     if carried or scanned:
         nnx.update(cell, *carried, *scanned)

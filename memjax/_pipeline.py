@@ -136,8 +136,9 @@ def pipeline(schedule: Schedule, chunk: int = CHUNK, stack_quanta: int | None = 
     if timing is None:
         return None
     lead, chunks, remainder, extra, done_before = timing
-    placed = _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before,
-                    stack_quanta)
+    placed = _place(
+        schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before, stack_quanta
+    )
     if placed is None:
         return None
     hidden_offset, internal_offset, restore_offset, forward_offset, backward_offset, peak = placed
@@ -153,14 +154,27 @@ def pipeline(schedule: Schedule, chunk: int = CHUNK, stack_quanta: int | None = 
             target = (kind, hidden_offset[key] if kind == LOAD_HIDDEN else internal_offset[key])
         carry_kind[k - 1], carry_offset[k - 1] = target
     return Pipeline(
-        length=t, carry_step=carry_step, carry_kind=carry_kind, carry_offset=carry_offset, run_start=run_start,
+        length=t,
+        carry_step=carry_step,
+        carry_kind=carry_kind,
+        carry_offset=carry_offset,
+        run_start=run_start,
         run_offset=np.array([internal_offset[k] for k in range(run_start, t)], np.int32),
         checkpoint_step=np.array(checkpoints, np.int32),
         checkpoint_offset=np.array([internal_offset[c] for c in checkpoints], np.int32),
-        forward_step=forward_step, restore_kind=restore_kind, restore_offset=restore_offset,
-        forward_offset=forward_offset, backward_offset=backward_offset, lead=lead, chunk=chunk, chunks=chunks,
-        remainder=remainder, extra=extra, stack_quanta=peak,
-        forward_count=t + len(checkpoints) + len(forward_step))
+        forward_step=forward_step,
+        restore_kind=restore_kind,
+        restore_offset=restore_offset,
+        forward_offset=forward_offset,
+        backward_offset=backward_offset,
+        lead=lead,
+        chunk=chunk,
+        chunks=chunks,
+        remainder=remainder,
+        extra=extra,
+        stack_quanta=peak,
+        forward_count=t + len(checkpoints) + len(forward_step),
+    )
 
 
 def _first_sweep(schedule: Schedule, restored: set):
@@ -203,8 +217,9 @@ def _forward_stream(schedule: Schedule):
     steps, kinds, sources, kept = [], [], [], []
     pending = None
     register = None
-    for op, a, b, off in zip(schedule.op[first + 1:], schedule.start[first + 1:], schedule.stop[first + 1:],
-                             schedule.offset[first + 1:]):
+    for op, a, b, off in zip(
+        schedule.op[first + 1 :], schedule.start[first + 1 :], schedule.stop[first + 1 :], schedule.offset[first + 1 :]
+    ):
         op, a, off = int(op), int(a), int(off)
         if op == Op.RESTORE_HIDDEN:
             pending = (INIT, -1) if off < 0 else (LOAD_HIDDEN, off)
@@ -237,8 +252,7 @@ def _forward_stream(schedule: Schedule):
             continue
         else:
             return None  # SAVE_HIDDEN after the first backward step: not this family
-    return (np.array(steps, np.int32), np.array(kinds, np.int32), np.array(sources, np.int32),
-            np.array(kept, bool))
+    return (np.array(steps, np.int32), np.array(kinds, np.int32), np.array(sources, np.int32), np.array(kept, bool))
 
 
 def _timing(forwards: int, need: np.ndarray, chunk: int):
@@ -255,12 +269,12 @@ def _timing(forwards: int, need: np.ndarray, chunk: int):
         done_before = np.zeros(n, np.int64)
         while done < forwards and j < n:
             width = min(chunk, n - j)
-            lag = int(np.max(need[j: j + width] - (done + np.arange(width))))  # forwards missing, none added
+            lag = int(np.max(need[j : j + width] - (done + np.arange(width))))  # forwards missing, none added
             if lag > 1:
                 break
             done += max(lag, 0)
             size = min(chunk, forwards - done, n - j)  # iterations of this chunk: a backward, then a forward
-            done_before[j: j + size] = done + np.arange(size)
+            done_before[j : j + size] = done + np.arange(size)
             extra.append(max(lag, 0))
             sizes.append(size)
             done += size
@@ -275,8 +289,7 @@ def _timing(forwards: int, need: np.ndarray, chunk: int):
     return None
 
 
-def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before,
-           stack_quanta):
+def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before, stack_quanta):
     """Place every stored item by simulating the pipeline in program order.
 
     Hidden states go to the bottom of the stack in order of position (the backward sweep frees them from the
@@ -308,7 +321,7 @@ def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, i
     peak = 0
 
     def extent():
-        top = (max(live_hidden) if live_hidden else None)
+        top = max(live_hidden) if live_hidden else None
         return (hidden_offset[top] + s if top is not None else 0) + slots.extent * i
 
     peak = extent()
@@ -356,10 +369,17 @@ def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, i
         return None
     top = lambda slot: peak - (slot + 1) * i  # noqa: E731 - an internal slot's offset
     internal_offset = {k: top(slot) for k, slot in first_sweep_slots.items()}
-    restore_offset = np.where(restore_slot >= 0, top(restore_slot),
-                              np.where(restore_hidden < 0, peak, restore_hidden)).astype(np.int32)
-    return (hidden_offset, internal_offset, restore_offset, top(forward_slot).astype(np.int32),
-            top(backward_slot).astype(np.int32), peak)
+    restore_offset = np.where(
+        restore_slot >= 0, top(restore_slot), np.where(restore_hidden < 0, peak, restore_hidden)
+    ).astype(np.int32)
+    return (
+        hidden_offset,
+        internal_offset,
+        restore_offset,
+        top(forward_slot).astype(np.int32),
+        top(backward_slot).astype(np.int32),
+        peak,
+    )
 
 
 class _Slots:

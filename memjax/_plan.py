@@ -30,8 +30,16 @@ from memjax._tables import Tables, compile_tables
 if TYPE_CHECKING:  # planning takes measured sizes as plain numbers and shapes; it imports no JAX
     from memjax._measure import StepSizes
 
-__all__ = ["ScanPlan", "SCAN_KINDS", "EXECUTORS", "plan", "check_kind", "check_executor", "prefers_pipeline",
-           "pool_quanta"]
+__all__ = [
+    "ScanPlan",
+    "SCAN_KINDS",
+    "EXECUTORS",
+    "plan",
+    "check_kind",
+    "check_executor",
+    "prefers_pipeline",
+    "pool_quanta",
+]
 
 SCAN_KINDS = KINDS + ("auto",)
 EXECUTORS = ("auto", "pipelined", "interpreter")
@@ -234,8 +242,9 @@ def _pipelined_default(length, budget_bytes, quantum, s, alpha, kind):
     return policy, pipe, budget_bytes + max(pipe.stack_quanta - stack, 0) * quantum
 
 
-def _fit(budget: Budget | None, default, least: int, store_all: int, kind: str, length: int,
-         sizes: StepSizes) -> tuple[int, bool]:
+def _fit(
+    budget: Budget | None, default, least: int, store_all: int, kind: str, length: int, sizes: StepSizes
+) -> tuple[int, bool]:
     """The budget in bytes, and whether a relative budget was raised to the least."""
     if budget is None:
         return default, False
@@ -244,10 +253,14 @@ def _fit(budget: Budget | None, default, least: int, store_all: int, kind: str, 
         return budget_bytes, False
     if budget.kind == "fraction":  # a target: run with the least memory instead
         return least, True
-    advice = (" or a relative budget such as memory='5%', which is raised to the least where it falls below it"
-              if kind != "store_all" else "")
+    advice = (
+        " or a relative budget such as memory='5%', which is raised to the least where it falls below it"
+        if kind != "store_all"
+        else ""
+    )
     raise ValueError(
         f"memory={format_bytes(budget_bytes)} ({budget_bytes} bytes) is below the least that kind={kind!r} needs "
         f"for this step over length={length}: {least} bytes ({format_bytes(least)}; the carry is "
         f"{sizes.carry_bytes} bytes, an internal state {sizes.internal_bytes} bytes). Pass memory>={least}"
-        f"{advice}.")
+        f"{advice}."
+    )

@@ -49,9 +49,10 @@ class PoolLayout:
     def _carry_start(self, offset, in_internal):
         """Per dtype, the element where a carry begins: a hidden state's start, or the carry part of an internal
         state (its last leaves of each dtype, after the residuals), as ``in_internal`` (a traced bool) says."""
-        return [offset * per_quantum + jnp.where(in_internal, internal - hidden, 0)
-                for per_quantum, (_, hidden), (_, internal) in zip(self.per_quantum, self.hidden.parts,
-                                                                   self.internal.parts)]
+        return [
+            offset * per_quantum + jnp.where(in_internal, internal - hidden, 0)
+            for per_quantum, (_, hidden), (_, internal) in zip(self.per_quantum, self.hidden.parts, self.internal.parts)
+        ]
 
     def store_carry(self, pools: tuple, leaves, offset, in_internal) -> tuple:
         """Write a carry as a hidden state at ``offset``, or into the carry part of the internal state there."""
@@ -102,5 +103,5 @@ class Item:
             else:
                 data = jax.lax.dynamic_slice(pool, (begin,), (count,))
             for index, start, size in part:
-                leaves[index] = data[start: start + size].reshape(self.avals[index].shape)
+                leaves[index] = data[start : start + size].reshape(self.avals[index].shape)
         return leaves

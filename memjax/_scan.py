@@ -13,7 +13,7 @@ A call goes through three stages, each in its own module:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +31,9 @@ from memjax._primitive import ScanPrimitive
 __all__ = ["scan", "plan_scan", "ScanPlan", "SCAN_KINDS"]
 
 
-def plan_scan(f, init, xs=None, length=None, *, memory=None, kind: str = "msm",
-              checkpoint_policy=None, executor: str = "auto") -> ScanPlan:
+def plan_scan(
+    f, init, xs=None, length=None, *, memory=None, kind: str = "msm", checkpoint_policy=None, executor: str = "auto"
+) -> ScanPlan:
     """Decide how :func:`scan` will differentiate ``f`` over ``xs``: sizes, budget, policy and schedule.
 
     Arguments are those of :func:`scan`; nothing is run. See :func:`memjax.explain` for a readable report.
@@ -58,9 +59,19 @@ def prepare(f, init, xs, length, memory, kind, checkpoint_policy=None, reverse=F
     return plan(length, kind, sizes, budget, pipelined), step, consts, init, effects
 
 
-def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False,
-         unroll: int | bool = 1, *, memory=None, kind: str = "msm", checkpoint_policy=None,
-         executor: str = "auto"):
+def scan(
+    f: Callable,
+    init,
+    xs=None,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    *,
+    memory=None,
+    kind: str = "msm",
+    checkpoint_policy=None,
+    executor: str = "auto",
+):
     """``jax.lax.scan`` with memory-efficient, exact gradients (Gruslys et al., 2016).
 
     Semantically (values, gradients, pytrees, ``reverse``, ``unroll``, error messages) this is
@@ -117,8 +128,9 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
       TypeError, ValueError: for every mistake ``jax.lax.scan`` diagnoses, with its exception and message.
     """
     f, init, key_impls = carry_keys_as_data(f, init)
-    plan, step, consts, init, effects = prepare(f, init, xs, length, memory, kind, checkpoint_policy, reverse,
-                                                unroll, executor)
+    plan, step, consts, init, effects = prepare(
+        f, init, xs, length, memory, kind, checkpoint_policy, reverse, unroll, executor
+    )
     if plan.policy is None:  # store_all: lax.scan, whose residuals are the internal states measured
         body = f if checkpoint_policy is None else jax.checkpoint(f, policy=checkpoint_policy)
         carry, ys = jax.lax.scan(body, init, xs, plan.length, reverse=reverse, unroll=unroll)
@@ -129,8 +141,9 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     return (carry if key_impls is None else data_to_keys(carry, key_impls)), ys
 
 
-def plan_fastest(length: int, sizes: StepSizes, budget: Budget | None, step, consts, carry, x0,
-                 pipelined: bool = True) -> ScanPlan:
+def plan_fastest(
+    length: int, sizes: StepSizes, budget: Budget | None, step, consts, carry, x0, pipelined: bool = True
+) -> ScanPlan:
     """``kind="auto"``: the candidate policy with the least predicted time within the budget."""
     if budget is None and length > 1:  # the default budget is the MSM default: at most 2 forwards per step
         budget = Budget("bytes", plan(length, "msm", sizes, None, pipelined).budget_bytes)
@@ -144,8 +157,9 @@ def plan_fastest(length: int, sizes: StepSizes, budget: Budget | None, step, con
             continue  # below what this kind can work with
         if candidate.raised_to_least and kind != "msm":
             continue  # a relative budget raised for this kind is not within what was asked
-        plans.append((predict_seconds(candidate.schedule, costs, sizes.carry_bytes, sizes.internal_bytes, length),
-                      candidate))
+        plans.append(
+            (predict_seconds(candidate.schedule, costs, sizes.carry_bytes, sizes.internal_bytes, length), candidate)
+        )
     if not plans:
         return plan(length, "msm", sizes, budget, pipelined)  # raises the error that names the least budget
     predictions = tuple((candidate.kind, candidate.forward_count, seconds) for seconds, candidate in plans)

@@ -243,8 +243,12 @@ def simulate(schedule: Schedule, budget_quanta: int | None = None) -> Simulation
             fail(index, f"holds {held} quanta, over the budget of {budget_quanta}")
 
     for index in range(len(schedule)):
-        op, a, b, off = (int(schedule.op[index]), int(schedule.start[index]), int(schedule.stop[index]),
-                         int(schedule.offset[index]))
+        op, a, b, off = (
+            int(schedule.op[index]),
+            int(schedule.start[index]),
+            int(schedule.stop[index]),
+            int(schedule.offset[index]),
+        )
         if op == Op.ADVANCE:
             if register != a or not a <= b < pending:
                 fail(index, f"advance {a}->{b} with the register at {register}, next backward step {pending}")

@@ -56,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -130,8 +130,16 @@ _TABLES: dict[tuple, Columns] = {}
 _QUERY_TABLES: dict[tuple, Columns] = {}  # the last table capped for one query (_exact_table), per (s, i, options)
 
 
-def _table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool, slack: int,
-           cell: tuple[int, int] | None = None) -> Columns:
+def _table(
+    length: int,
+    quanta: int,
+    s: int,
+    i: int,
+    hidden: bool,
+    internal: bool,
+    slack: int,
+    cell: tuple[int, int] | None = None,
+) -> Columns:
     """The DP table, exact for cells below ``slack + t``, from the process-wide cache when one that covers the
     request was already solved (a cached table also serves ``cell = (t, q)`` if that cell is exact in it).
 
@@ -142,9 +150,9 @@ def _table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: boo
     """
     key = (s, i, hidden, internal)
     cached = _TABLES.get(key)
-    if cached is not None and cached.length >= length and cached.quanta >= quanta:
-        if cached.slack >= slack or (cell is not None and cached.exact(*cell)):
-            return cached
+    covers = cached is not None and cached.length >= length and cached.quanta >= quanta
+    if covers and (cached.slack >= slack or (cell is not None and cached.exact(*cell))):
+        return cached
     if cached is not None:
         old_length, old_quanta = cached.length, cached.quanta
         new_length, new_quanta = max(length, old_length), max(quanta, old_quanta)
@@ -237,8 +245,9 @@ def _full_quanta(t: int, s: int, i: int, internal: bool) -> int:
     return s + i * (t - 1) if internal else s * t
 
 
-def _solve_table(length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool,
-                 slack: int = _INF, query: bool = False) -> Columns:
+def _solve_table(
+    length: int, quanta: int, s: int, i: int, hidden: bool, internal: bool, slack: int = _INF, query: bool = False
+) -> Columns:
     """Solve the N / F recurrences (HSM / ISM when one option is disabled) for all ``t <= length``, ``q <= quanta``.
 
     Column by column in ``q`` (:mod:`memjax._dp_kernels`): each cell minimises over the breakpoints of the
@@ -272,13 +281,13 @@ def _check_arguments(length, memory, alpha, kind) -> tuple[int, float, float]:
     try:
         alpha = float(alpha)
     except (TypeError, ValueError):
-        raise ValueError(f"alpha must be a positive number (internal / hidden state size), got {alpha!r}.")
+        raise ValueError(f"alpha must be a positive number (internal / hidden state size), got {alpha!r}.") from None
     if not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha must be a positive finite number (internal / hidden state size), got {alpha}.")
     try:
         memory = float(memory)
     except (TypeError, ValueError):
-        raise ValueError(f"memory must be a number of hidden-state units, got {memory!r}.")
+        raise ValueError(f"memory must be a number of hidden-state units, got {memory!r}.") from None
     if math.isnan(memory) or memory <= 0:
         raise ValueError(f"memory must be a positive number of hidden-state units, got {memory}.")
     return int(length), memory, alpha  # memory may be inf: unlimited
@@ -367,7 +376,8 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
         raise ValueError(
             f"memory={m:g} units is below the least that kind={kind!r} needs for length={t} "
             f"(alpha={alpha:g}): {least:g} units. Raise memory to at least {least:g}"
-            + (", or use kind='msm'." if kind != "msm" else "."))
+            + (", or use kind='msm'." if kind != "msm" else ".")
+        )
 
     if kind == "recompute":
         return Policy(kind, t, m, alpha, t * (t + 1) // 2, s, i, q, _recompute_decider)
@@ -380,8 +390,9 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
         return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_chen_decide, t, segment))
     slots = (q - s) // i
     if t <= _two_forward_length(slots):  # the lower bound is reached: no table needed
-        return Policy(kind, t, m, alpha, max(t, 2 * t - 1 - slots), s, i, q,
-                      functools.partial(_two_forward_decide, s, i))
+        return Policy(
+            kind, t, m, alpha, max(t, 2 * t - 1 - slots), s, i, q, functools.partial(_two_forward_decide, s, i)
+        )
     table = _exact_table(t, q, s, i, hidden=kind == "msm")
     return Policy(kind, t, m, alpha, table.cost(t, q), s, i, q, functools.partial(_table_decide, table))
 
@@ -486,8 +497,9 @@ def min_memory(length: int, max_cost: int | None = None, *, alpha: float = 1.0, 
     if max_cost is None:
         max_cost = _INF
     if max_cost < floor_cost:
-        raise ValueError(f"max_cost={max_cost} is below the least possible cost {floor_cost} of kind={kind!r} "
-                         f"for length={t}.")
+        raise ValueError(
+            f"max_cost={max_cost} is below the least possible cost {floor_cost} of kind={kind!r} for length={t}."
+        )
     if kind == "recompute":
         return 1.0
     if kind == "store_all":
@@ -581,15 +593,22 @@ def _emit(t: int, s: int, i: int, budget: int, decide: Decide) -> Schedule:
             at(a + y)
             rows.append((Op.SAVE_HIDDEN, a + y, a + y, top))
             checkpoint = [False]
-            tasks += [("bp", a, a + y, q, restore, source, owner), ("free", top, s, checkpoint),
-                      ("bp", a + y, b, q - s, Op.RESTORE_HIDDEN, top, checkpoint)]
+            tasks += [
+                ("bp", a, a + y, q, restore, source, owner),
+                ("free", top, s, checkpoint),
+                ("bp", a + y, b, q - s, Op.RESTORE_HIDDEN, top, checkpoint),
+            ]
             top += s
         elif option == _INTERNAL and y < n:
             at(a + y - 1)
             rows.append((Op.SAVE_INTERNAL, a + y - 1, a + y, top))
             register = a + y
-            tasks += [("bp", a, a + y - 1, q, restore, source, owner), ("free", top, i, None),
-                      ("backward_stored", a + y, top), ("bp", a + y, b, q - i, Op.RESTORE_INTERNAL, top, None)]
+            tasks += [
+                ("bp", a, a + y - 1, q, restore, source, owner),
+                ("free", top, i, None),
+                ("backward_stored", a + y, top),
+                ("bp", a + y, b, q - i, Op.RESTORE_INTERNAL, top, None),
+            ]
             top += i
         elif option == _SPENT:  # the start h_a is loaded for the last time: free it, store I_{a+1} in its place
             if owner is None or top != source + s:
@@ -599,8 +618,11 @@ def _emit(t: int, s: int, i: int, budget: int, decide: Decide) -> Schedule:
             owner[0] = True
             rows.append((Op.SAVE_INTERNAL, a, a + 1, source))
             register = a + 1
-            tasks += [("free", source, i, None), ("backward_stored", a + 1, source),
-                      ("bp", a + 1, b, q - i + s, Op.RESTORE_INTERNAL, source, None)]
+            tasks += [
+                ("free", source, i, None),
+                ("backward_stored", a + 1, source),
+                ("bp", a + 1, b, q - i + s, Op.RESTORE_INTERNAL, source, None),
+            ]
             top = source + i
         else:  # store nothing: re-advance from the start for every step, last step first
             for k in range(b, a, -1):

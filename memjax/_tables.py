@@ -52,8 +52,9 @@ def compile_tables(schedule: Schedule) -> Tables:
     save_hidden = np.full(t, -1, np.int32)
     save_internal = np.full(t, -1, np.int32)
     position = 0
-    for op, a, b, off in zip(schedule.op[:first], schedule.start[:first], schedule.stop[:first],
-                             schedule.offset[:first]):
+    for op, a, b, off in zip(
+        schedule.op[:first], schedule.start[:first], schedule.stop[:first], schedule.offset[:first]
+    ):
         if op == Op.ADVANCE:
             position = b
         elif op == Op.SAVE_HIDDEN:
@@ -64,8 +65,7 @@ def compile_tables(schedule: Schedule) -> Tables:
     if position != t - 1 or (schedule.op[first], schedule.start[first]) != (Op.BACKWARD, t - 1):
         raise AssertionError("a schedule's first sweep must end by back-propagating the last step")  # pragma: no cover
     rest = slice(first + 1, None)
-    op, start, stop, offset = (column[rest] for column in (schedule.op, schedule.start, schedule.stop,
-                                                           schedule.offset))
+    op, start, stop, offset = (column[rest] for column in (schedule.op, schedule.start, schedule.stop, schedule.offset))
     keep = op != Op.FREE
     op, start, stop, offset = op[keep], start[keep], stop[keep], offset[keep]
     # One row per step of an ADVANCE: repeat its row (b - a) times, with start a, a + 1, ..., b - 1.

@@ -22,15 +22,23 @@ import os
 import pickle
 import re
 import tempfile
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["TrainState", "init_train_state", "make_train_step", "train", "save_checkpoint", "load_checkpoint",
-           "latest_checkpoint"]
+__all__ = [
+    "TrainState",
+    "init_train_state",
+    "make_train_step",
+    "train",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+]
 
 Params = Any
 Batch = Any
@@ -61,8 +69,9 @@ def init_train_state(params: Params, optimizer: optax.GradientTransformation, rn
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), rng)
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *, has_aux: bool = False,
-                    jit: bool = True) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+def make_train_step(
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, *, has_aux: bool = False, jit: bool = True
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """``train_step(state, batch) -> (state, metrics)``: one optax update of ``loss_fn``.
 
     ``loss_fn(params, batch, rng)`` returns the scalar loss (or ``(loss, aux)`` with ``has_aux``, ``aux`` a dict
@@ -87,11 +96,22 @@ def _global_norm(tree) -> jax.Array:
     return tree_norm(tree) if tree_norm is not None else optax.global_norm(tree)
 
 
-def train(loss_fn: LossFn, optimizer: optax.GradientTransformation, state: TrainState,
-          batches: Callable[[int], Batch], num_steps: int, *, has_aux: bool = False,
-          checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 0, keep: int = 2,
-          resume: bool = True, log_every: int = 0, callback: Callable[[int, dict], None] | None = None,
-          train_step: Callable | None = None) -> tuple[TrainState, list[dict]]:
+def train(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    state: TrainState,
+    batches: Callable[[int], Batch],
+    num_steps: int,
+    *,
+    has_aux: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    keep: int = 2,
+    resume: bool = True,
+    log_every: int = 0,
+    callback: Callable[[int, dict], None] | None = None,
+    train_step: Callable | None = None,
+) -> tuple[TrainState, list[dict]]:
     """Train until ``state.step == num_steps``, saving checkpoints and resuming from the newest one.
 
     Args:
@@ -131,8 +151,12 @@ def train(loss_fn: LossFn, optimizer: optax.GradientTransformation, state: Train
         if callback is not None:
             callback(step, record)
         if log_every and step % log_every == 0:
-            print(" ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
-                           for name, value in record.items()))
+            print(
+                " ".join(
+                    f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+                    for name, value in record.items()
+                )
+            )
         if checkpoint_dir is not None and ((checkpoint_every and step % checkpoint_every == 0) or step == num_steps):
             save_checkpoint(os.path.join(checkpoint_dir, f"ckpt_{step:08d}.npz"), state)
             _prune(checkpoint_dir, keep)
@@ -198,8 +222,10 @@ def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Any:
     path = os.fspath(path)
     if path.endswith(".npz"):
         if like is None:
-            raise ValueError(f"load_checkpoint({path!r}) needs like=, a pytree of the saved structure (e.g. a "
-                             "freshly initialised TrainState), to restore an .npz checkpoint.")
+            raise ValueError(
+                f"load_checkpoint({path!r}) needs like=, a pytree of the saved structure (e.g. a "
+                "freshly initialised TrainState), to restore an .npz checkpoint."
+            )
         with np.load(path) as data:
             saved_tree = str(data["__treedef__"])
             count = len([name for name in data.files if name.startswith("leaf_")])
@@ -213,8 +239,10 @@ def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Any:
         saved_tree = str(saved)
     like_leaves, treedef = jax.tree_util.tree_flatten(like)
     if len(leaves) != len(like_leaves):
-        raise ValueError(f"checkpoint {path!r} has {len(leaves)} leaves but like= has {len(like_leaves)}:\n"
-                         f"  saved: {saved_tree}\n  like:  {treedef}")
+        raise ValueError(
+            f"checkpoint {path!r} has {len(leaves)} leaves but like= has {len(like_leaves)}:\n"
+            f"  saved: {saved_tree}\n  like:  {treedef}"
+        )
     restored = []
     for i, (leaf, template) in enumerate(zip(leaves, like_leaves)):
         if _is_key(template):
@@ -222,8 +250,10 @@ def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Any:
             continue
         shape = np.shape(template)
         if leaf.shape != shape:
-            raise ValueError(f"checkpoint {path!r}: leaf {i} has shape {leaf.shape} but like= has {shape}:\n"
-                             f"  saved: {saved_tree}\n  like:  {treedef}")
+            raise ValueError(
+                f"checkpoint {path!r}: leaf {i} has shape {leaf.shape} but like= has {shape}:\n"
+                f"  saved: {saved_tree}\n  like:  {treedef}"
+            )
         restored.append(jnp.asarray(leaf, dtype=jnp.result_type(template)))
     return jax.tree_util.tree_unflatten(treedef, restored)
 

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
 
 from memjax._scan import scan as _memjax_scan
 
-__all__ = ["scan", "nnx_scan", "explain", "RNN", "NNXRNN"]
+__all__ = ["scan", "nnx_scan", "explain", "RNN", "NNXRNN"]  # noqa: F822 (RNN, NNXRNN: from __getattr__)
 
 
 def _flax():
@@ -50,10 +50,26 @@ def _flax():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def scan(target, variable_axes: Mapping = {}, variable_broadcast=False, variable_carry=False,
-         split_rngs: Mapping = {}, in_axes=0, out_axes=0, length: int | None = None, reverse: bool = False,
-         unroll: int = 1, data_transform: Callable | None = None, metadata_params: Mapping = {}, methods=None,
-         check_constancy_invariants: bool = True, *, memory=None, kind: str = "msm", checkpoint_policy=None):
+def scan(
+    target,
+    variable_axes: Mapping = {},
+    variable_broadcast=False,
+    variable_carry=False,
+    split_rngs: Mapping = {},
+    in_axes=0,
+    out_axes=0,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int = 1,
+    data_transform: Callable | None = None,
+    metadata_params: Mapping = {},
+    methods=None,
+    check_constancy_invariants: bool = True,
+    *,
+    memory=None,
+    kind: str = "msm",
+    checkpoint_policy=None,
+):
     """``flax.linen.scan`` whose gradient runs :func:`memjax.scan`'s schedule within ``memory``.
 
     Takes every argument of ``nn.scan`` with the same meaning and returns the same kind of object: a module
@@ -103,34 +119,78 @@ def scan(target, variable_axes: Mapping = {}, variable_broadcast=False, variable
     import flax.linen as nn
 
     core = functools.partial(
-        _lift_scan, variable_axes=dict(variable_axes), variable_broadcast=variable_broadcast,
-        variable_carry=variable_carry, split_rngs=dict(split_rngs), in_axes=in_axes, out_axes=out_axes,
-        length=length, reverse=reverse, unroll=unroll, data_transform=data_transform,
-        metadata_params=dict(metadata_params), check_constancy_invariants=check_constancy_invariants,
-        memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
+        _lift_scan,
+        variable_axes=dict(variable_axes),
+        variable_broadcast=variable_broadcast,
+        variable_carry=variable_carry,
+        split_rngs=dict(split_rngs),
+        in_axes=in_axes,
+        out_axes=out_axes,
+        length=length,
+        reverse=reverse,
+        unroll=unroll,
+        data_transform=data_transform,
+        metadata_params=dict(metadata_params),
+        check_constancy_invariants=check_constancy_invariants,
+        memory=memory,
+        kind=kind,
+        checkpoint_policy=checkpoint_policy,
+    )
     core.__name__ = "scan"  # Flax names the lifted class after the transform: ScanLSTMCell, as nn.scan does
     return nn.transforms.lift_transform(core, target, methods=methods)
 
 
-def _lift_scan(fn, *, variable_axes, variable_broadcast, variable_carry, split_rngs, in_axes, out_axes, length,
-               reverse, unroll, data_transform, metadata_params, check_constancy_invariants, memory, kind,
-               checkpoint_policy):
+def _lift_scan(
+    fn,
+    *,
+    variable_axes,
+    variable_broadcast,
+    variable_carry,
+    split_rngs,
+    in_axes,
+    out_axes,
+    length,
+    reverse,
+    unroll,
+    data_transform,
+    metadata_params,
+    check_constancy_invariants,
+    memory,
+    kind,
+    checkpoint_policy,
+):
     """The scope-level transform (``flax.core.lift.scan`` with :func:`memjax.scan` as the loop)."""
     lift, axes_scan, meta, scope_lib = _flax()
-    flax_scan = lift.scan(fn, variable_axes=variable_axes, variable_broadcast=variable_broadcast,
-                          variable_carry=variable_carry, split_rngs=split_rngs, in_axes=in_axes, out_axes=out_axes,
-                          length=length, reverse=reverse, unroll=unroll, data_transform=data_transform,
-                          metadata_params=metadata_params, check_constancy_invariants=check_constancy_invariants)
-    in_groups, in_group_axes = _unzip([(col, axes[0] if isinstance(axes, tuple) else axes)
-                                       for col, axes in variable_axes.items()])
-    out_groups, out_group_axes = _unzip([(col, axes[1] if isinstance(axes, tuple) else axes)
-                                         for col, axes in variable_axes.items()])
+    flax_scan = lift.scan(
+        fn,
+        variable_axes=variable_axes,
+        variable_broadcast=variable_broadcast,
+        variable_carry=variable_carry,
+        split_rngs=split_rngs,
+        in_axes=in_axes,
+        out_axes=out_axes,
+        length=length,
+        reverse=reverse,
+        unroll=unroll,
+        data_transform=data_transform,
+        metadata_params=metadata_params,
+        check_constancy_invariants=check_constancy_invariants,
+    )
+    in_groups, in_group_axes = _unzip(
+        [(col, axes[0] if isinstance(axes, tuple) else axes) for col, axes in variable_axes.items()]
+    )
+    out_groups, out_group_axes = _unzip(
+        [(col, axes[1] if isinstance(axes, tuple) else axes) for col, axes in variable_axes.items()]
+    )
     rng_groups, rng_splits = _unzip(list(split_rngs.items()))
     broadcast = axes_scan.broadcast
 
     def inner(scope_fn, repack_fn, variable_groups, rng_group_values, init, *args):
-        lengths = set(jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-            lambda axis, x: _leading(x, axis, broadcast), in_axes, args)))
+        lengths = set(
+            jax.tree_util.tree_leaves(
+                jax.tree_util.tree_map(lambda axis, x: _leading(x, axis, broadcast), in_axes, args)
+            )
+        )
         if len(lengths) > 1:
             raise ValueError(f"memjax.flax.scan got inputs of different lengths along in_axes: {sorted(lengths)}.")
         if lengths and length is not None and lengths != {length}:
@@ -139,20 +199,23 @@ def _lift_scan(fn, *, variable_axes, variable_broadcast, variable_carry, split_r
         if steps is None:
             raise ValueError("memjax.flax.scan: no input is scanned over; pass length=.")
 
-        rng_split = tuple(lift.tree_map_rngs(lambda key: jax.random.split(_clone(key), steps), group)
-                          for group, split in zip(rng_group_values, rng_splits) if split)
+        rng_split = tuple(
+            lift.tree_map_rngs(lambda key: jax.random.split(_clone(key), steps), group)
+            for group, split in zip(rng_group_values, rng_splits)
+            if split
+        )
         broadcast_vars, carry_vars = variable_groups[0], _unfreeze(variable_groups[1])
-        scan_vars = tuple(_to_front(meta.remove_axis(group, axis, metadata_params), axis)
-                          for group, axis in zip(variable_groups[2:], in_group_axes))
-        xs_args = jax.tree_util.tree_map(lambda axis, x: () if axis is broadcast else _to_front(x, axis),
-                                         in_axes, args)
+        scan_vars = tuple(
+            _to_front(meta.remove_axis(group, axis, metadata_params), axis)
+            for group, axis in zip(variable_groups[2:], in_group_axes)
+        )
+        xs_args = jax.tree_util.tree_map(lambda axis, x: () if axis is broadcast else _to_front(x, axis), in_axes, args)
         counters, last = [], []  # (shared rng counters, as the body first found them); their final state
 
         def body(carry, x):
             carry_vars_in, c = carry
             scan_vars_t, rng_split_t, xs_t = x
-            args_t = jax.tree_util.tree_map(lambda axis, arg, xt: arg if axis is broadcast else xt,
-                                            in_axes, args, xs_t)
+            args_t = jax.tree_util.tree_map(lambda axis, arg, xt: arg if axis is broadcast else xt, in_axes, args, xs_t)
             it = iter(rng_split_t)
             rngs_t = tuple(next(it) if split else group for group, split in zip(rng_group_values, rng_splits))
             groups = (broadcast_vars, carry_vars_in) + tuple(scan_vars_t)
@@ -181,18 +244,33 @@ def _lift_scan(fn, *, variable_axes, variable_broadcast, variable_carry, split_r
             jax.eval_shape(lambda carry, x: body(carry, x), (carry_vars, init), first)
             counters[:] = [(shared, _copy_counters(final)) for (shared, _), final in zip(counters, last)]
         (carry_vars, c), (ys, scan_out) = _memjax_scan(
-            body, (carry_vars, init), xs_all, length=steps,
-            reverse=reverse, unroll=unroll, memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
+            body,
+            (carry_vars, init),
+            xs_all,
+            length=steps,
+            reverse=reverse,
+            unroll=unroll,
+            memory=memory,
+            kind=kind,
+            checkpoint_policy=checkpoint_policy,
+        )
         for (shared, _), final in zip(counters, last):
             shared.clear()
             shared.update(final)  # later make_rng calls on these scopes go on from one pass of the body
         ys = jax.tree_util.tree_map(lambda axis, v: _from_front(v, axis), out_axes, ys)
-        scan_out = tuple(meta.add_axis(_from_front(group, axis), axis, metadata_params)
-                         for group, axis in zip(scan_out, out_group_axes))
+        scan_out = tuple(
+            meta.add_axis(_from_front(group, axis), axis, metadata_params)
+            for group, axis in zip(scan_out, out_group_axes)
+        )
         return (c, ys), (broadcast_vars, carry_vars) + scan_out
 
-    memjax_scan = lift.pack(inner, (variable_broadcast, variable_carry) + in_groups,
-                            (variable_broadcast, variable_carry) + out_groups, rng_groups, name="scan")
+    memjax_scan = lift.pack(
+        inner,
+        (variable_broadcast, variable_carry) + in_groups,
+        (variable_broadcast, variable_carry) + out_groups,
+        rng_groups,
+        name="scan",
+    )
 
     def transformed(scopes, init, *args):
         if _initializing(scopes, variable_broadcast, scope_lib):
@@ -224,8 +302,10 @@ def _unfreeze(tree):
 def _initializing(scopes, variable_broadcast, scope_lib) -> bool:
     """Whether variables may be created: then ``nn.scan`` itself runs (no gradient is taken through ``init``)."""
     watched = scope_lib.union_filters(variable_broadcast, "params")
-    return any(not scope_lib.is_filter_empty(scope_lib.intersect_filters(s.mutable, watched))
-               for s in jax.tree_util.tree_leaves(scopes))
+    return any(
+        not scope_lib.is_filter_empty(scope_lib.intersect_filters(s.mutable, watched))
+        for s in jax.tree_util.tree_leaves(scopes)
+    )
 
 
 def _leading(x, axis, broadcast):
@@ -237,8 +317,10 @@ def _leading(x, axis, broadcast):
 
 def _no_broadcast(axis, broadcast):
     if axis is broadcast:
-        raise NotImplementedError("memjax.flax.scan does not support out_axes=flax.core.broadcast outside init; "
-                                  "return the value in the carry instead.")
+        raise NotImplementedError(
+            "memjax.flax.scan does not support out_axes=flax.core.broadcast outside init; "
+            "return the value in the carry instead."
+        )
     return None
 
 
@@ -263,8 +345,19 @@ def _call(module, carry, x):
     return module(carry, x)
 
 
-def nnx_scan(module, init, xs=None, length: int | None = None, reverse: bool = False, unroll: int = 1, *,
-             fn: Callable = _call, memory=None, kind: str = "msm", checkpoint_policy=None):
+def nnx_scan(
+    module,
+    init,
+    xs=None,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int = 1,
+    *,
+    fn: Callable = _call,
+    memory=None,
+    kind: str = "msm",
+    checkpoint_policy=None,
+):
     """Scan an NNX module over ``xs`` with :func:`memjax.scan`: ``carry, y = fn(module, carry, x)`` per step.
 
     The module's graph and state are split for you (``nnx.split``): parameters (``nnx.Param``) and RNG keys are
@@ -309,8 +402,17 @@ def nnx_scan(module, init, xs=None, length: int | None = None, reverse: bool = F
     from flax import nnx
 
     body, rest = _nnx_step(module, fn)
-    (rest, carry), ys = _memjax_scan(body, (rest, init), xs, length=length, reverse=reverse, unroll=unroll,
-                                     memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
+    (rest, carry), ys = _memjax_scan(
+        body,
+        (rest, init),
+        xs,
+        length=length,
+        reverse=reverse,
+        unroll=unroll,
+        memory=memory,
+        kind=kind,
+        checkpoint_policy=checkpoint_policy,
+    )
     nnx.update(module, rest)
     return carry, ys
 
@@ -338,8 +440,18 @@ def _nnx_step(module, fn: Callable):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def explain(module, carry, xs, variables=None, *, memory=None, kind: str | None = None, checkpoint_policy=None,
-            executor: str = "auto", verbose: bool = True):
+def explain(
+    module,
+    carry,
+    xs,
+    variables=None,
+    *,
+    memory=None,
+    kind: str | None = None,
+    checkpoint_policy=None,
+    executor: str = "auto",
+    verbose: bool = True,
+):
     """:func:`memjax.explain` for a Flax recurrent cell: what the gradient will store and recompute.
 
     Nothing runs: the cell's step is traced abstractly, so ``carry`` and ``xs`` may be arrays or
@@ -380,10 +492,12 @@ def explain(module, carry, xs, variables=None, *, memory=None, kind: str | None 
     from memjax._explain import explain as _explain
 
     # memjax's RNN wrappers carry their own memory, kind and checkpoint_policy: the defaults here.
-    options = dict(memory=getattr(module, "memory", None) if memory is None else memory,
-                   kind=kind or getattr(module, "kind", "msm"),
-                   checkpoint_policy=checkpoint_policy or getattr(module, "checkpoint_policy", None),
-                   executor=executor)
+    options = dict(
+        memory=getattr(module, "memory", None) if memory is None else memory,
+        kind=kind or getattr(module, "kind", "msm"),
+        checkpoint_policy=checkpoint_policy or getattr(module, "checkpoint_policy", None),
+        executor=executor,
+    )
     name = type(module).__name__
     if isinstance(module, (nn.RNN, nnx.RNN)):  # explain its cell, over the inputs moved to time-major
         if isinstance(module, nn.RNN) and variables is not None:
@@ -392,13 +506,17 @@ def explain(module, carry, xs, variables=None, *, memory=None, kind: str | None 
         name = f"{name} of {type(module).__name__}"
     if isinstance(module, nn.Module):
         if variables is None:
-            raise TypeError(f"memjax.flax.explain: variables is required for the Linen module {name}: pass "
-                            f"the variables that {name}.init returned (explain(cell, carry, xs, variables)).")
+            raise TypeError(
+                f"memjax.flax.explain: variables is required for the Linen module {name}: pass "
+                f"the variables that {name}.init returned (explain(cell, carry, xs, variables))."
+            )
         step, init, title = (lambda c, x: module.apply(variables, c, x)), carry, f"{name} (flax.linen)"
     elif isinstance(module, nnx.Module):
         if variables is not None:
-            raise TypeError(f"memjax.flax.explain: variables must be None for the NNX module {name}, whose "
-                            f"variables live in the module itself.")
+            raise TypeError(
+                f"memjax.flax.explain: variables must be None for the NNX module {name}, whose "
+                f"variables live in the module itself."
+            )
         step, rest = _nnx_step(module, _call)
         init, title = (rest, carry), f"{name} (flax.nnx)"
     else:
@@ -416,13 +534,18 @@ def _rnn_cell(rnn, carry, inputs):
 
     cell = rnn.cell
     time_axis = 0 if rnn.time_major else np.ndim(inputs) - (cell.num_feature_axes + 1)
-    xs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(
-        (x.shape[time_axis],) + x.shape[:time_axis] + x.shape[time_axis + 1:], x.dtype), inputs)
+    xs = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct((x.shape[time_axis],) + x.shape[:time_axis] + x.shape[time_axis + 1 :], x.dtype),
+        inputs,
+    )
     if carry is None:
-        input_shape = np.shape(inputs)[:time_axis] + np.shape(inputs)[time_axis + 1:]
+        input_shape = np.shape(inputs)[:time_axis] + np.shape(inputs)[time_axis + 1 :]
         key = jax.random.key(0)
-        carry = jax.eval_shape(lambda: cell.initialize_carry(
-            *((input_shape, nnx.Rngs(key)) if isinstance(cell, nnx.Module) else (key, input_shape))))
+        carry = jax.eval_shape(
+            lambda: cell.initialize_carry(
+                *((input_shape, nnx.Rngs(key)) if isinstance(cell, nnx.Module) else (key, input_shape))
+            )
+        )
     return cell, xs, carry
 
 

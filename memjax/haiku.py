@@ -78,8 +78,18 @@ def _frame_step(f: Callable, init):
     return step, (init, stateful.internal_state(params=False))
 
 
-def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False, unroll: int = 1, *,
-         memory=None, kind: str = "msm", checkpoint_policy=None):
+def scan(
+    f: Callable,
+    init,
+    xs=None,
+    length: int | None = None,
+    reverse: bool = False,
+    unroll: int = 1,
+    *,
+    memory=None,
+    kind: str = "msm",
+    checkpoint_policy=None,
+):
     """``hk.scan`` whose gradient runs :func:`memjax.scan`'s schedule within ``memory``.
 
     Use it inside ``hk.transform`` / ``hk.transform_with_state`` wherever ``hk.scan`` would go: ``f`` may
@@ -102,8 +112,17 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     if not base.params_frozen():  # init: Haiku's own scan creates parameters and state
         return hk.scan(f, init, xs, length=length, reverse=reverse, unroll=unroll)
     step, carry = _frame_step(f, init)
-    (carry, frame_state), ys = _memjax_scan(step, carry, xs, length=length, reverse=reverse, unroll=unroll,
-                                            memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
+    (carry, frame_state), ys = _memjax_scan(
+        step,
+        carry,
+        xs,
+        length=length,
+        reverse=reverse,
+        unroll=unroll,
+        memory=memory,
+        kind=kind,
+        checkpoint_policy=checkpoint_policy,
+    )
     stateful.update_internal_state(frame_state)
     return carry, ys
 
@@ -122,9 +141,19 @@ def _core_step(core: Callable, return_all_states: bool = False):
     return step
 
 
-def dynamic_unroll(core: Callable, input_sequence, initial_state, time_major: bool = True, reverse: bool = False,
-                   return_all_states: bool = False, unroll: int = 1, *, memory=None, kind: str = "msm",
-                   checkpoint_policy=None):
+def dynamic_unroll(
+    core: Callable,
+    input_sequence,
+    initial_state,
+    time_major: bool = True,
+    reverse: bool = False,
+    return_all_states: bool = False,
+    unroll: int = 1,
+    *,
+    memory=None,
+    kind: str = "msm",
+    checkpoint_policy=None,
+):
     """``hk.dynamic_unroll`` whose gradient runs :func:`memjax.scan`'s schedule within ``memory``.
 
     Performs ``outputs, state = core(input, state)`` for every input of the sequence, as
@@ -147,16 +176,32 @@ def dynamic_unroll(core: Callable, input_sequence, initial_state, time_major: bo
     run = scan if base.inside_transform() else _memjax_scan
     if not time_major:
         input_sequence = _swap_batch_time(input_sequence)
-    last_state, outputs = run(_core_step(core, return_all_states), initial_state, input_sequence,
-                              reverse=reverse, unroll=unroll, memory=memory, kind=kind,
-                              checkpoint_policy=checkpoint_policy)
+    last_state, outputs = run(
+        _core_step(core, return_all_states),
+        initial_state,
+        input_sequence,
+        reverse=reverse,
+        unroll=unroll,
+        memory=memory,
+        kind=kind,
+        checkpoint_policy=checkpoint_policy,
+    )
     if not time_major:
         outputs = _swap_batch_time(outputs)
     return outputs if return_all_states else (outputs, last_state)
 
 
-def static_unroll(core: Callable, input_sequence, initial_state, time_major: bool = True,
-                  return_all_states: bool = False, *, memory=None, kind: str = "msm", checkpoint_policy=None):
+def static_unroll(
+    core: Callable,
+    input_sequence,
+    initial_state,
+    time_major: bool = True,
+    return_all_states: bool = False,
+    *,
+    memory=None,
+    kind: str = "msm",
+    checkpoint_policy=None,
+):
     """``hk.static_unroll``, run as a loop whose gradient stores at most ``memory``.
 
     ``hk.static_unroll`` repeats the core's body once per step in Python, so its gradient stores every step's
@@ -173,8 +218,16 @@ def static_unroll(core: Callable, input_sequence, initial_state, time_major: boo
     Returns:
       ``(output_sequence, final_state)``, or ``(output_sequence, state_sequence)`` if ``return_all_states``.
     """
-    return dynamic_unroll(core, input_sequence, initial_state, time_major, return_all_states=return_all_states,
-                          memory=memory, kind=kind, checkpoint_policy=checkpoint_policy)
+    return dynamic_unroll(
+        core,
+        input_sequence,
+        initial_state,
+        time_major,
+        return_all_states=return_all_states,
+        memory=memory,
+        kind=kind,
+        checkpoint_policy=checkpoint_policy,
+    )
 
 
 def _core_title(core: Callable) -> str:
@@ -183,8 +236,17 @@ def _core_title(core: Callable) -> str:
     return f"{kind} {name!r} (haiku)" if name is not None else f"{kind} (haiku)"
 
 
-def explain(core: Callable, input_sequence, initial_state, *, time_major: bool = True, memory=None,
-            kind: str = "msm", checkpoint_policy=None, verbose: bool = True) -> Explanation:
+def explain(
+    core: Callable,
+    input_sequence,
+    initial_state,
+    *,
+    time_major: bool = True,
+    memory=None,
+    kind: str = "msm",
+    checkpoint_policy=None,
+    verbose: bool = True,
+) -> Explanation:
     """:func:`memjax.explain` for the step :func:`dynamic_unroll` would run: what its gradient stores and
     recomputes for this core, sequence and budget, titled with the core's module.
 
@@ -206,16 +268,21 @@ def explain(core: Callable, input_sequence, initial_state, *, time_major: bool =
     """
     _, base, stateful = _internals()
     if not base.inside_transform():
-        raise ValueError("memjax.haiku.explain must be called inside hk.transform(); outside it, use "
-                         "memjax.explain.")
+        raise ValueError("memjax.haiku.explain must be called inside hk.transform(); outside it, use memjax.explain.")
     if not time_major:
         input_sequence = _swap_batch_time(input_sequence)
     step = _core_step(core)
     if not base.params_frozen():
         step(initial_state, jax.tree_util.tree_map(lambda a: a[0], input_sequence))
     with stateful.temporary_internal_state(stateful.internal_state()):  # the caller's frame stays as it was
-        explanation = _memjax_explain(*_frame_step(step, initial_state), input_sequence, memory=memory,
-                                      kind=kind, checkpoint_policy=checkpoint_policy, verbose=False)
+        explanation = _memjax_explain(
+            *_frame_step(step, initial_state),
+            input_sequence,
+            memory=memory,
+            kind=kind,
+            checkpoint_policy=checkpoint_policy,
+            verbose=False,
+        )
     explanation = dataclasses.replace(explanation, title=_core_title(core))
     if verbose:
         print(explanation)

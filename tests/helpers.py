@@ -22,8 +22,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # so that test files (and subprocess scripts) can ``import helpers``
     sys.path.insert(0, HERE)
 
-RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10, np.dtype(np.complex64): 1e-5,
-        np.dtype(np.complex128): 1e-10, np.dtype(jnp.bfloat16): 2e-2, np.dtype(np.float16): 2e-3}
+RTOL = {
+    np.dtype(np.float32): 1e-5,
+    np.dtype(np.float64): 1e-10,
+    np.dtype(np.complex64): 1e-5,
+    np.dtype(np.complex128): 1e-10,
+    np.dtype(jnp.bfloat16): 2e-2,
+    np.dtype(np.float16): 2e-3,
+}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -36,9 +42,11 @@ def _gated_params(key, n_in: int, hidden: int, gates: int, names: tuple[str, str
     k1, k2, k3 = jax.random.split(key, 3)
     scale = 1.0 / np.sqrt(hidden)
     w_in, w_rec, bias = names
-    return {w_in: (jax.random.normal(k1, (n_in, gates * hidden)) * scale).astype(dtype),
-            w_rec: (jax.random.normal(k2, (hidden, gates * hidden)) * scale).astype(dtype),
-            bias: (jax.random.normal(k3, (gates * hidden,)) * 0.1).astype(dtype)}
+    return {
+        w_in: (jax.random.normal(k1, (n_in, gates * hidden)) * scale).astype(dtype),
+        w_rec: (jax.random.normal(k2, (hidden, gates * hidden)) * scale).astype(dtype),
+        bias: (jax.random.normal(k3, (gates * hidden,)) * 0.1).astype(dtype),
+    }
 
 
 def lstm_params(key, n_in: int, hidden: int, dtype=jnp.float32) -> dict:
@@ -60,8 +68,10 @@ def lstm_init(batch: int, hidden: int, dtype=jnp.float32, key=None):
     if key is None:
         return jnp.zeros((batch, hidden), dtype), jnp.zeros((batch, hidden), dtype)
     k1, k2 = jax.random.split(key)
-    return ((jax.random.normal(k1, (batch, hidden)) * 0.5).astype(dtype),
-            (jax.random.normal(k2, (batch, hidden)) * 0.5).astype(dtype))
+    return (
+        (jax.random.normal(k1, (batch, hidden)) * 0.5).astype(dtype),
+        (jax.random.normal(k2, (batch, hidden)) * 0.5).astype(dtype),
+    )
 
 
 def gru_params(key, n_in: int, hidden: int, dtype=jnp.float32) -> dict:
@@ -87,8 +97,11 @@ def gru_step(params, carry, x):
 
 
 def gru_init(batch: int, hidden: int, dtype=jnp.float32, key=None) -> dict:
-    h = jnp.zeros((batch, hidden), dtype) if key is None else (jax.random.normal(key, (batch, hidden)) * 0.5).astype(
-        dtype)
+    h = (
+        jnp.zeros((batch, hidden), dtype)
+        if key is None
+        else (jax.random.normal(key, (batch, hidden)) * 0.5).astype(dtype)
+    )
     return {"h": h, "n": jnp.asarray(3, jnp.int32)}
 
 

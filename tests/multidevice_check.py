@@ -23,8 +23,9 @@ from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as PS  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import memjax  # noqa: E402
 from helpers import lstm_init, lstm_params, lstm_step  # noqa: E402
+
+import memjax  # noqa: E402
 
 N_DEV, B, H, NIN, T = 8, 8, 4, 3, 24
 MEMORY = 0.3
@@ -44,7 +45,7 @@ def max_rel_err(actual, expected, rtol=1e-5) -> float:
 
 def loss_from(carry, ys):
     h, c = carry
-    return jnp.sum(ys ** 2 * jnp.linspace(0.5, 1.5, ys.shape[-1])) + jnp.sum(jnp.sin(h) * c)
+    return jnp.sum(ys**2 * jnp.linspace(0.5, 1.5, ys.shape[-1])) + jnp.sum(jnp.sin(h) * c)
 
 
 def full_loss(scan_fn, params, init, xs, **kw):
@@ -62,8 +63,7 @@ def main():
     result = {"devices": jax.device_count()}
 
     # Reference: one device, lax.scan.
-    ref = jax.jit(jax.value_and_grad(functools.partial(full_loss, jax.lax.scan), argnums=(0, 1, 2)))(
-        params, init, xs)
+    ref = jax.jit(jax.value_and_grad(functools.partial(full_loss, jax.lax.scan), argnums=(0, 1, 2)))(params, init, xs)
 
     # 1. jit with the batch sharded over the mesh.
     batch = NamedSharding(mesh, PS("b"))
@@ -85,14 +85,19 @@ def main():
         return memjax.scan(functools.partial(lstm_step, params), init, xs, memory=memory)
 
     def shard_mapped_loss(params, init, xs, memory):
-        fn = shard_map(functools.partial(per_device, memory=memory), mesh=mesh,
-                       in_specs=(PS(), PS("b"), PS(None, "b")), out_specs=((PS("b"), PS("b")), PS(None, "b")))
+        fn = shard_map(
+            functools.partial(per_device, memory=memory),
+            mesh=mesh,
+            in_specs=(PS(), PS("b"), PS(None, "b")),
+            out_specs=((PS("b"), PS("b")), PS(None, "b")),
+        )
         carry, ys = fn(params, init, xs)
         return loss_from(carry, ys)
 
     try:
         out = jax.jit(jax.value_and_grad(functools.partial(shard_mapped_loss, memory=MEMORY), argnums=(0, 1, 2)))(
-            s_params, s_init, s_xs)
+            s_params, s_init, s_xs
+        )
         result["shard_map_err"] = max_rel_err(out, ref)
     except Exception as error:  # reported, so that the other checks still run
         result["shard_map_error"] = f"{type(error).__name__}: {error}"
@@ -101,15 +106,21 @@ def main():
     long_xs = jax.device_put(jax.random.normal(jax.random.fold_in(key, 4), (400, B, NIN)), seq_batch)
     temps = {}
     for memory in (0.5, 0.2, 0.05):
-        compiled = jax.jit(jax.grad(functools.partial(full_loss, memjax.scan, memory=memory))).lower(
-            s_params, s_init, long_xs).compile()
+        compiled = (
+            jax.jit(jax.grad(functools.partial(full_loss, memjax.scan, memory=memory)))
+            .lower(s_params, s_init, long_xs)
+            .compile()
+        )
         temps[str(memory)] = compiled.memory_analysis().temp_size_in_bytes
     result["jit_temp_bytes"] = temps
     if "shard_map_error" not in result:
         temps = {}
         for memory in (0.5, 0.2, 0.05):
-            compiled = jax.jit(jax.grad(functools.partial(shard_mapped_loss, memory=memory))).lower(
-                s_params, s_init, long_xs).compile()
+            compiled = (
+                jax.jit(jax.grad(functools.partial(shard_mapped_loss, memory=memory)))
+                .lower(s_params, s_init, long_xs)
+                .compile()
+            )
             temps[str(memory)] = compiled.memory_analysis().temp_size_in_bytes
         result["shard_map_temp_bytes"] = temps
     print(json.dumps(result))

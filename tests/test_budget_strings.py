@@ -12,25 +12,28 @@ import memjax
 from memjax._budget import Budget, parse_budget
 
 
-@pytest.mark.parametrize("memory,expected", [
-    ("5%", Budget("fraction", 0.05)),
-    ("100%", Budget("fraction", 1.0)),
-    (" 2.5 % ", Budget("fraction", 0.025)),
-    ("5B", Budget("bytes", 5)),
-    ("5b", Budget("bytes", 5)),
-    ("512KiB", Budget("bytes", 512 * 2**10)),
-    ("5 KiB", Budget("bytes", 5 * 2**10)),
-    ("64MiB", Budget("bytes", 64 * 2**20)),
-    ("64mib", Budget("bytes", 64 * 2**20)),
-    ("1.5GB", Budget("bytes", 1_500_000_000)),
-    ("2k", Budget("bytes", 2048)),
-    ("1e3KB", Budget("bytes", 10**6)),
-    (2**26, Budget("bytes", 2**26)),
-    (np.int32(1000), Budget("bytes", 1000)),
-    (0.05, Budget("fraction", 0.05)),
-    (1.0, Budget("fraction", 1.0)),
-    (np.float32(0.5), Budget("fraction", 0.5)),
-])
+@pytest.mark.parametrize(
+    "memory,expected",
+    [
+        ("5%", Budget("fraction", 0.05)),
+        ("100%", Budget("fraction", 1.0)),
+        (" 2.5 % ", Budget("fraction", 0.025)),
+        ("5B", Budget("bytes", 5)),
+        ("5b", Budget("bytes", 5)),
+        ("512KiB", Budget("bytes", 512 * 2**10)),
+        ("5 KiB", Budget("bytes", 5 * 2**10)),
+        ("64MiB", Budget("bytes", 64 * 2**20)),
+        ("64mib", Budget("bytes", 64 * 2**20)),
+        ("1.5GB", Budget("bytes", 1_500_000_000)),
+        ("2k", Budget("bytes", 2048)),
+        ("1e3KB", Budget("bytes", 10**6)),
+        (2**26, Budget("bytes", 2**26)),
+        (np.int32(1000), Budget("bytes", 1000)),
+        (0.05, Budget("fraction", 0.05)),
+        (1.0, Budget("fraction", 1.0)),
+        (np.float32(0.5), Budget("fraction", 0.5)),
+    ],
+)
 def test_accepted_forms(memory, expected):
     assert parse_budget(memory) == expected
 
@@ -57,8 +60,10 @@ def test_the_message_names_the_argument():
         parse_budget("5", argument="budget")
 
 
-@pytest.mark.parametrize("memory", ["-1", "-5%", " -5 % ", "-64MiB", "-0.5%", "-1e3B",
-                                    -1, -1024, np.int64(-3), -0.5, np.float32(-0.1), float("-inf")])
+@pytest.mark.parametrize(
+    "memory",
+    ["-1", "-5%", " -5 % ", "-64MiB", "-0.5%", "-1e3B", -1, -1024, np.int64(-3), -0.5, np.float32(-0.1), float("-inf")],
+)
 def test_negative_budgets_say_they_are_negative(memory):
     with pytest.raises(ValueError) as error:
         parse_budget(memory)
@@ -80,12 +85,21 @@ def test_fractions_outside_0_1(memory):
     assert f"memory={memory!r}" in str(error.value)  # the value as written, not the fraction it became
 
 
-@pytest.mark.parametrize("memory,reason", [
-    ("lots", "is not a budget"), ("", "is not a budget"), ("MiB", "is not a budget"),
-    ("1.2.3KiB", "is not a budget"), ("--5%", "is not a budget"), ("+5%", "is not a budget"),
-    ("12 parsecs", "unknown unit 'parsecs'"), ("5 %%", "unknown unit '%%'"), ("5 bytes", "unknown unit 'bytes'"),
-    ("1e400B", "not a finite number of bytes"),
-])
+@pytest.mark.parametrize(
+    "memory,reason",
+    [
+        ("lots", "is not a budget"),
+        ("", "is not a budget"),
+        ("MiB", "is not a budget"),
+        ("1.2.3KiB", "is not a budget"),
+        ("--5%", "is not a budget"),
+        ("+5%", "is not a budget"),
+        ("12 parsecs", "unknown unit 'parsecs'"),
+        ("5 %%", "unknown unit '%%'"),
+        ("5 bytes", "unknown unit 'bytes'"),
+        ("1e400B", "not a finite number of bytes"),
+    ],
+)
 def test_strings_that_are_not_budgets(memory, reason):
     with pytest.raises(ValueError, match=re.escape(reason)) as error:
         parse_budget(memory)
@@ -106,6 +120,7 @@ def test_resolve():
 @pytest.mark.parametrize("entry", [memjax.scan, memjax.plan_scan, memjax.explain])
 def test_the_public_entries_refuse_a_bare_number(entry):
     """The check runs before any tracing: the step here could not even be traced."""
+
     def step(carry, x):
         raise AssertionError("traced before the budget was checked")
 

@@ -32,8 +32,28 @@ def test_corpus_is_shipped_text():
 
 
 def test_demo_loss_goes_down_and_table_printed(capsys):
-    code = main(["demo", "--length", "64", "--steps", "40", "--batch", "4", "--hidden", "16", "--embed", "8",
-                 "--memory", "10%", "--lr", "0.03", "--repeats", "1", "--no-progress"])
+    code = main(
+        [
+            "demo",
+            "--length",
+            "64",
+            "--steps",
+            "40",
+            "--batch",
+            "4",
+            "--hidden",
+            "16",
+            "--embed",
+            "8",
+            "--memory",
+            "10%",
+            "--lr",
+            "0.03",
+            "--repeats",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     first, last = map(float, re.search(r"loss (\d+\.\d+) -> (\d+\.\d+) nats/char", out).groups())
@@ -44,8 +64,18 @@ def test_demo_loss_goes_down_and_table_printed(capsys):
 
 
 def test_run_demo_returns_measurements():
-    result = _demo.run_demo(length=32, memory=None, kind="hsm", steps=3, batch=2, hidden=8, embed=4,
-                            repeats=1, progress=False, out=io.StringIO())
+    result = _demo.run_demo(
+        length=32,
+        memory=None,
+        kind="hsm",
+        steps=3,
+        batch=2,
+        hidden=8,
+        embed=4,
+        repeats=1,
+        progress=False,
+        out=io.StringIO(),
+    )
     assert len(result.losses) == 3 and len(result.step_seconds) == 3
     rows = result.rows
     assert set(rows) == {"jax.lax.scan", "memjax.scan (hsm, None)"}
@@ -89,8 +119,16 @@ def test_ascii_schedule_shapes():
 
 def test_lstm_benchmark_quick():
     out = _run(str(BENCHMARKS / "lstm.py"), "--quick", "--T", "100", timeout=180)
-    for name in ("jax.lax.scan", "lax.scan + checkpoint(body)", "chen nested remat", "flax remat_scan",
-                 "equinox checkpointed (all)", "memjax msm 5%", "memjax hsm 5%", "memjax default (msm)"):
+    for name in (
+        "jax.lax.scan",
+        "lax.scan + checkpoint(body)",
+        "chen nested remat",
+        "flax remat_scan",
+        "equinox checkpointed (all)",
+        "memjax msm 5%",
+        "memjax hsm 5%",
+        "memjax default (msm)",
+    ):
         assert f"| {name}" in out, name
     row = next(line for line in out.splitlines() if line.startswith("| memjax msm 5%"))
     error = float(row.split("|")[11])
@@ -124,8 +162,19 @@ def test_gru_theory_and_compile_time_benchmarks_quick():
 @pytest.mark.slow
 def test_gpu_benchmark_quick_with_baseline(tmp_path):
     # The repository root holds memjax/, so it serves as its own baseline: the (before) rows run in a second process.
-    out = _run(str(BENCHMARKS / "gpu.py"), "--quick", "--cases", "fast_weights", "--repeats", "1",
-               "--baseline", str(ROOT), "--out-dir", str(tmp_path), timeout=300)
+    out = _run(
+        str(BENCHMARKS / "gpu.py"),
+        "--quick",
+        "--cases",
+        "fast_weights",
+        "--repeats",
+        "1",
+        "--baseline",
+        str(ROOT),
+        "--out-dir",
+        str(tmp_path),
+        timeout=300,
+    )
     assert "| memjax default (before)" in out and "| jax.lax.scan (before process)" in out
     assert "memjax before and after" in out and "Summary (paper:" in out
     text = (tmp_path / "gpu_fast_weights.md").read_text()

@@ -14,9 +14,9 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_trees_close, lstm_init, lstm_params, lstm_step
 
 import memjax
-from helpers import assert_trees_close, lstm_init, lstm_params, lstm_step
 
 B, H, NIN = 2, 4, 3
 KEY = jax.random.PRNGKey(0)
@@ -47,8 +47,7 @@ def count_dispatch(jaxpr) -> int:
 
 
 def loss(params, init, xs, memory, kind, reverse=False):
-    carry, ys = memjax.scan(functools.partial(lstm_step, params), init, xs, memory=memory, kind=kind,
-                            reverse=reverse)
+    carry, ys = memjax.scan(functools.partial(lstm_step, params), init, xs, memory=memory, kind=kind, reverse=reverse)
     return jnp.sum(carry[0] * carry[1]) + jnp.sum(jnp.sin(ys))
 
 
@@ -58,8 +57,9 @@ def lax_loss(params, init, xs, reverse=False):
 
 
 def plan_of(t, memory, kind="msm", executor="auto"):
-    return memjax.plan_scan(functools.partial(lstm_step, P), INIT, xs_of(t), memory=memory, kind=kind,
-                            executor=executor)
+    return memjax.plan_scan(
+        functools.partial(lstm_step, P), INIT, xs_of(t), memory=memory, kind=kind, executor=executor
+    )
 
 
 # (length, memory, kind) -> the executor expected. The pipelined cases include schedules that store hidden states,
@@ -107,8 +107,10 @@ def test_pipelined_second_order_equals_lax_scan():
     def outer(memory):
         def inner(params):
             g = jax.grad(loss if memory != "lax" else lax_loss)
-            return jax.tree_util.tree_reduce(lambda a, b: a + jnp.sum(b ** 2),
-                                             g(params, INIT, xs, *(() if memory == "lax" else (memory, "msm"))), 0.0)
+            return jax.tree_util.tree_reduce(
+                lambda a, b: a + jnp.sum(b**2), g(params, INIT, xs, *(() if memory == "lax" else (memory, "msm"))), 0.0
+            )
+
         return jax.grad(inner)(P)
 
     assert_trees_close(outer(0.3), outer("lax"), rtol=1e-4)
@@ -120,8 +122,9 @@ def test_dispatch_of_the_papers_lstm(memory):
     t, hidden, batch = 1000, 256, 64
     params = {"W": jnp.zeros((hidden, 4 * hidden)), "U": jnp.zeros((hidden, 4 * hidden)), "b": jnp.zeros(4 * hidden)}
     init = lstm_init(batch, hidden)
-    plan = memjax.plan_scan(functools.partial(lstm_step, params), init, jnp.zeros((t, batch, hidden)),
-                            memory=memory, executor="pipelined")
+    plan = memjax.plan_scan(
+        functools.partial(lstm_step, params), init, jnp.zeros((t, batch, hidden)), memory=memory, executor="pipelined"
+    )
     assert plan.executor == "pipelined"
     assert plan.conditionals <= t // 10
     assert plan.stored_bytes <= plan.budget_bytes
@@ -133,8 +136,9 @@ def test_auto_executor_follows_the_platform():
     the least for two forwards per step, the pipeline's that plus its extra internal states."""
     t, hidden, batch = 200, 256, 64
     params = {"W": jnp.zeros((hidden, 4 * hidden)), "U": jnp.zeros((hidden, 4 * hidden)), "b": jnp.zeros(4 * hidden)}
-    big = functools.partial(memjax.plan_scan, functools.partial(lstm_step, params), lstm_init(batch, hidden),
-                            jnp.zeros((t, batch, hidden)))
+    big = functools.partial(
+        memjax.plan_scan, functools.partial(lstm_step, params), lstm_init(batch, hidden), jnp.zeros((t, batch, hidden))
+    )
     small = plan_of(t, None)
     if jax.default_backend() == "cpu":
         assert big().executor == "interpreter" and small.executor == "pipelined"
@@ -164,7 +168,8 @@ def test_explain_reports_the_executor_and_its_conditionals(capsys):
     assert pipelined.executor == "pipelined" and pipelined.conditionals == plan_of(120, 0.3).conditionals
     assert f"pipelined, {pipelined.conditionals} conditionals per gradient" in out
     assert "(the policy's own: " in out  # the pipeline recomputes its checkpoints: more forwards than the policy
-    interpreted = memjax.explain(functools.partial(lstm_step, P), INIT, xs_of(40), memory=0.1, kind="hsm",
-                                 verbose=False)
+    interpreted = memjax.explain(
+        functools.partial(lstm_step, P), INIT, xs_of(40), memory=0.1, kind="hsm", verbose=False
+    )
     assert interpreted.executor == "interpreter"
     assert f"interpreter (one row per action), {interpreted.conditionals} conditionals" in str(interpreted)

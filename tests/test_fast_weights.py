@@ -25,8 +25,7 @@ def task():
     xs, labels = fw.associative_retrieval(jax.random.key(0), B, num_pairs=PAIRS)
     params = fw.init_params(jax.random.key(1), V, H, 10)
     # Away from the initialisation's symmetric values, so that every term of the step matters.
-    params = jax.tree_util.tree_map(
-        lambda p: p + 0.3 * jax.random.normal(jax.random.key(p.size), p.shape), params)
+    params = jax.tree_util.tree_map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(p.size), p.shape), params)
     return xs, labels, params
 
 
@@ -69,8 +68,7 @@ def test_step_follows_the_paper(task):
     for x in xs:
         state, h = fw.step(params, state, x, decay=decay, fast_learning_rate=eta)
         for b in range(B):  # one A per sequence, updated with h(t+1) before the next step uses it
-            np_h[b], np_fast[b] = _reference_step(params, np_h[b], np_fast[b], np.asarray(x[b], np.float64),
-                                                  decay, eta)
+            np_h[b], np_fast[b] = _reference_step(params, np_h[b], np_fast[b], np.asarray(x[b], np.float64), decay, eta)
         np.testing.assert_allclose(state.hidden, np_h, rtol=2e-4, atol=1e-5)
         np.testing.assert_allclose(state.fast, np_fast, rtol=2e-4, atol=1e-5)
         np.testing.assert_array_equal(h, state.hidden)
@@ -111,10 +109,12 @@ def test_memjax_gradient_equals_full_bptt_through_the_fast_weights(task):
 
     @jax.jit
     def grads(params):
-        return (jax.grad(loss)(params, jax.lax.scan),
-                jax.grad(loss)(params, memjax.scan, memory=0.3),
-                jax.grad(loss)(params, memjax.scan, memory=0.5, kind="hsm"),
-                jax.grad(loss)(params, jax.lax.scan, cut_fast=True))
+        return (
+            jax.grad(loss)(params, jax.lax.scan),
+            jax.grad(loss)(params, memjax.scan, memory=0.3),
+            jax.grad(loss)(params, memjax.scan, memory=0.5, kind="hsm"),
+            jax.grad(loss)(params, jax.lax.scan, cut_fast=True),
+        )
 
     full, msm, hsm, cut = grads(params)
     for got in (msm, hsm):
@@ -129,8 +129,7 @@ def test_memjax_gradient_equals_full_bptt_through_the_fast_weights(task):
 def test_unroll_uses_memjax_by_default_and_explains_the_trade(task):
     xs, _, params = task
     assert "ScanPrimitive" in str(jax.make_jaxpr(lambda p: fw.unroll(p, xs, memory=0.3))(params))
-    report = memjax.explain(lambda c, x: fw.step(params, c, x), fw.initial_state(B, H), xs, memory=0.3,
-                            verbose=False)
+    report = memjax.explain(lambda c, x: fw.step(params, c, x), fw.initial_state(B, H), xs, memory=0.3, verbose=False)
     assert report.carry_bytes == 4 * B * (H + H * H)  # h and A, float32
     assert report.stored_bytes <= report.budget_bytes < report.store_all_bytes
 
@@ -153,7 +152,8 @@ def test_fast_weights_learn_associative_retrieval():
     def batches(step):
         return fw.associative_retrieval(jax.random.fold_in(jax.random.key(1), step), 64, num_pairs=4)
 
-    state, _ = _train.train(loss_fn, optimizer, _train.init_train_state(params, optimizer, jax.random.key(2)),
-                            batches, steps)
+    state, _ = _train.train(
+        loss_fn, optimizer, _train.init_train_state(params, optimizer, jax.random.key(2)), batches, steps
+    )
     xs, labels = fw.associative_retrieval(jax.random.key(99), 512, num_pairs=4)
     assert float(fw.accuracy(state.params, xs, labels, scan=jax.lax.scan)) > 0.5

@@ -27,8 +27,16 @@ def _linen_cell():
 
 
 def _same_trade(got, want):
-    for field in ("carry_bytes", "internal_bytes", "invariant_bytes", "budget_bytes", "stored_bytes",
-                  "forwards_per_step", "executor", "conditionals"):
+    for field in (
+        "carry_bytes",
+        "internal_bytes",
+        "invariant_bytes",
+        "budget_bytes",
+        "stored_bytes",
+        "forwards_per_step",
+        "executor",
+        "conditionals",
+    ):
         assert getattr(got, field) == getattr(want, field), field
     assert got.plan.length == want.plan.length
 
@@ -66,8 +74,13 @@ def test_rnn_wrappers_explain_their_cell_over_time_major_inputs(wrapper):
         variables = rnn.init(jax.random.key(0), inputs)
     got = memjax.flax.explain(rnn, None, inputs, variables, memory="10%", verbose=False)
     cell, carry, cell_variables = _linen_cell()
-    want = memjax.explain(lambda c, x: cell.apply(cell_variables, c, x), carry,
-                          jax.ShapeDtypeStruct((T, B, D), jnp.float32), memory="10%", verbose=False)
+    want = memjax.explain(
+        lambda c, x: cell.apply(cell_variables, c, x),
+        carry,
+        jax.ShapeDtypeStruct((T, B, D), jnp.float32),
+        memory="10%",
+        verbose=False,
+    )
     assert (got.carry_bytes, got.internal_bytes, got.plan.length) == (want.carry_bytes, want.internal_bytes, T)
     assert got.title.startswith("RNN of LSTMCell")
 

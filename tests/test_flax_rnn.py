@@ -55,8 +55,9 @@ def check_matches_nn_rnn(cell, xs, fields=None, call=None, memory="5%", rngs=Non
 
     assert uses_memjax(lambda p, x: loss(p, x, mem), params, xs)
     grad = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
-    ((_, out_ref), grads_ref), ((_, out_mem), grads_mem) = jax.jit(
-        lambda p, x: (grad(p, x, ref), grad(p, x, mem)))(params, xs)
+    ((_, out_ref), grads_ref), ((_, out_mem), grads_mem) = jax.jit(lambda p, x: (grad(p, x, ref), grad(p, x, mem)))(
+        params, xs
+    )
     assert_trees_close(out_mem, out_ref, rtol, atol)
     assert_trees_close(grads_mem, grads_ref, rtol, atol)
     return out_mem
@@ -69,18 +70,25 @@ def inputs(shape, dtype=jnp.float32):
 CELLS = {"lstm": lambda: nn.LSTMCell(H), "gru": lambda: nn.GRUCell(H), "optimized": lambda: nn.OptimizedLSTMCell(H)}
 
 
-@pytest.mark.parametrize("cell, lengths, return_carry, direction, time_major, memory", [
-    ("lstm", False, False, "forward", False, "5%"),
-    ("lstm", True, True, "forward", False, "5%"),
-    ("gru", True, True, "reverse", False, 0.3),
-    ("gru", False, True, "reverse", True, 2048),
-    ("optimized", True, True, "reverse_keep_order", True, "5%"),
-    ("optimized", True, False, "reverse_keep_order", False, None),
-])
+@pytest.mark.parametrize(
+    "cell, lengths, return_carry, direction, time_major, memory",
+    [
+        ("lstm", False, False, "forward", False, "5%"),
+        ("lstm", True, True, "forward", False, "5%"),
+        ("gru", True, True, "reverse", False, 0.3),
+        ("gru", False, True, "reverse", True, 2048),
+        ("optimized", True, True, "reverse_keep_order", True, "5%"),
+        ("optimized", True, False, "reverse_keep_order", False, None),
+    ],
+)
 def test_matches_nn_rnn(cell, lengths, return_carry, direction, time_major, memory):
     xs = inputs((T, B, D) if time_major else (B, T, D))
-    call = {"return_carry": return_carry, "time_major": time_major, "reverse": direction != "forward",
-            "keep_order": direction == "reverse_keep_order"}
+    call = {
+        "return_carry": return_carry,
+        "time_major": time_major,
+        "reverse": direction != "forward",
+        "keep_order": direction == "reverse_keep_order",
+    }
     if lengths:
         call["seq_lengths"] = jnp.array(LENGTHS)
     check_matches_nn_rnn(CELLS[cell](), xs, call=call, memory=memory)
@@ -89,17 +97,24 @@ def test_matches_nn_rnn(cell, lengths, return_carry, direction, time_major, memo
 def test_fields_and_edge_lengths_match_nn_rnn():
     """Options set as fields rather than call arguments; lengths of 0 and T (nn.RNN's carry for 0 is the last)."""
     fields = {"return_carry": True, "reverse": True, "keep_order": True, "unroll": 2}
-    carry, _ = check_matches_nn_rnn(nn.LSTMCell(H), inputs((B, T, D)), fields=fields,
-                                    call={"seq_lengths": jnp.array([0, T, 2, 5])}, memory=0.5)
+    carry, _ = check_matches_nn_rnn(
+        nn.LSTMCell(H), inputs((B, T, D)), fields=fields, call={"seq_lengths": jnp.array([0, T, 2, 5])}, memory=0.5
+    )
     assert jax.tree_util.tree_map(jnp.shape, carry) == ((B, H), (B, H))
 
 
 def test_bfloat16_matches_nn_rnn_in_bfloat16():
     # lecun_normal: the default orthogonal initializer needs a QR, which the CPU has not in bfloat16.
-    cell = nn.LSTMCell(H, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16,
-                       recurrent_kernel_init=nn.initializers.lecun_normal())
-    check_matches_nn_rnn(cell, inputs((B, T, D), jnp.bfloat16), rtol=2e-2, atol=2e-2,
-                         call={"return_carry": True, "seq_lengths": jnp.array(LENGTHS)})
+    cell = nn.LSTMCell(
+        H, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, recurrent_kernel_init=nn.initializers.lecun_normal()
+    )
+    check_matches_nn_rnn(
+        cell,
+        inputs((B, T, D), jnp.bfloat16),
+        rtol=2e-2,
+        atol=2e-2,
+        call={"return_carry": True, "seq_lengths": jnp.array(LENGTHS)},
+    )
 
 
 def test_dropout_rngs_and_initial_carry_match_nn_rnn():
@@ -122,16 +137,21 @@ def test_dropout_rngs_and_initial_carry_match_nn_rnn():
 
     fields = {"split_rngs": {"params": False, "dropout": True}}
     call = {"return_carry": True, "seq_lengths": jnp.array(LENGTHS), "initial_carry": jnp.ones((B, H))}
-    check_matches_nn_rnn(DropoutCell(), inputs((B, T, D)), fields=fields, call=call,
-                         rngs={"dropout": jax.random.key(7)})
+    check_matches_nn_rnn(
+        DropoutCell(), inputs((B, T, D)), fields=fields, call=call, rngs={"dropout": jax.random.key(7)}
+    )
 
 
 @pytest.mark.slow
 def test_conv_lstm_matches_nn_rnn():
     """ConvLSTMCell: three feature axes, so the time axis is found from num_feature_axes."""
     xs = inputs((2, T, 4, 4, 2))
-    out = check_matches_nn_rnn(nn.ConvLSTMCell(3, kernel_size=(3, 3)), xs, memory=0.3,
-                               call={"return_carry": True, "seq_lengths": jnp.array([T, 3]), "reverse": True})
+    out = check_matches_nn_rnn(
+        nn.ConvLSTMCell(3, kernel_size=(3, 3)),
+        xs,
+        memory=0.3,
+        call={"return_carry": True, "seq_lengths": jnp.array([T, 3]), "reverse": True},
+    )
     assert out[1].shape == (2, T, 4, 4, 3)
 
 
@@ -150,8 +170,11 @@ def test_seq2seq_example_trains_as_with_nn_rnn():
     data = example.batches(1, 8, 2)[0]
     model = example.Seq2seq(8)
     variables = model.init({"params": jax.random.key(0), "lstm": jax.random.key(1)}, data["query"], data["answer"])
-    jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, data["query"], data["answer"],
-                                                     rngs={"lstm": jax.random.key(2)}))(variables))
+    jaxpr = str(
+        jax.make_jaxpr(lambda v: model.apply(v, data["query"], data["answer"], rngs={"lstm": jax.random.key(2)}))(
+            variables
+        )
+    )
     assert jaxpr.count("ScanPrimitive") == 2  # the encoder and the decoder both run memjax
     ours, theirs = example.train_both(steps=30, batch_size=8, hidden_size=8, digits=2)
     assert len(ours) == 30

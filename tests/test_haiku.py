@@ -64,16 +64,21 @@ def xs():
 
 
 def test_all_states_batch_major(xs):
-    assert_matches_haiku(lstm, hk.dynamic_unroll, memjax.haiku.dynamic_unroll, jnp.swapaxes(xs, 0, 1),
-                         time_major=False, return_all_states=True)
+    assert_matches_haiku(
+        lstm,
+        hk.dynamic_unroll,
+        memjax.haiku.dynamic_unroll,
+        jnp.swapaxes(xs, 0, 1),
+        time_major=False,
+        return_all_states=True,
+    )
 
 
 def test_reverse_deep_rnn_of_two_lstms_with_nested_inputs(xs):
     def core():  # a dict of inputs, and a state nested two deep (a tuple of LSTMStates)
         return hk.DeepRNN([lambda x: jnp.concatenate([x["a"], jnp.sin(x["b"])], -1), hk.LSTM(H), hk.LSTM(3)])
 
-    assert_matches_haiku(core, hk.dynamic_unroll, memjax.haiku.dynamic_unroll, {"a": xs, "b": 2 * xs},
-                         reverse=True)
+    assert_matches_haiku(core, hk.dynamic_unroll, memjax.haiku.dynamic_unroll, {"a": xs, "b": 2 * xs}, reverse=True)
 
 
 @pytest.mark.slow
@@ -81,27 +86,38 @@ def test_deep_rnn_with_skip_connections(xs):
     def core():
         return hk.deep_rnn_with_skip_connections([hk.LSTM(H), hk.GRU(3)])
 
-    assert_matches_haiku(core, hk.dynamic_unroll, memjax.haiku.dynamic_unroll, jnp.swapaxes(xs, 0, 1),
-                         time_major=False, return_all_states=True)
+    assert_matches_haiku(
+        core,
+        hk.dynamic_unroll,
+        memjax.haiku.dynamic_unroll,
+        jnp.swapaxes(xs, 0, 1),
+        time_major=False,
+        return_all_states=True,
+    )
 
 
 def test_reset_core(xs):
-    should_reset = jnp.array([[False, False, True], [False, True, False], [True, False, False],
-                              [False, False, False], [False, True, True]])
-    assert_matches_haiku(lambda: hk.ResetCore(hk.LSTM(H)), hk.dynamic_unroll, memjax.haiku.dynamic_unroll,
-                         (xs, should_reset))
+    should_reset = jnp.array(
+        [[False, False, True], [False, True, False], [True, False, False], [False, False, False], [False, True, True]]
+    )
+    assert_matches_haiku(
+        lambda: hk.ResetCore(hk.LSTM(H)), hk.dynamic_unroll, memjax.haiku.dynamic_unroll, (xs, should_reset)
+    )
 
 
 def test_static_unroll(xs):
-    assert_matches_haiku(lambda: hk.GRU(H), hk.static_unroll, memjax.haiku.static_unroll, jnp.swapaxes(xs, 0, 1),
-                         time_major=False)
+    assert_matches_haiku(
+        lambda: hk.GRU(H), hk.static_unroll, memjax.haiku.static_unroll, jnp.swapaxes(xs, 0, 1), time_major=False
+    )
 
 
 def test_static_unroll_all_states_are_the_dynamic_ones(xs):
     def forward(xs):
         core = hk.GRU(H)
-        return (memjax.haiku.static_unroll(core, xs, core.initial_state(B), return_all_states=True),
-                hk.dynamic_unroll(core, xs, core.initial_state(B), return_all_states=True))
+        return (
+            memjax.haiku.static_unroll(core, xs, core.initial_state(B), return_all_states=True),
+            hk.dynamic_unroll(core, xs, core.initial_state(B), return_all_states=True),
+        )
 
     model = hk.transform(forward)
     static, dynamic = model.apply(model.init(jax.random.key(0), xs), None, xs)
@@ -119,8 +135,12 @@ def test_dynamic_unroll_outside_a_transform_runs_memjax_scan(xs):
         return scalar_of(unroll(core(w), xs, jnp.zeros((B, H)), reverse=True, **kwargs))
 
     assert uses_memjax(lambda w: loss(w, memjax.haiku.dynamic_unroll, memory=MEMORY), w)
-    ref, mem = jax.jit(lambda w: (jax.value_and_grad(loss)(w, hk.dynamic_unroll),
-                                  jax.value_and_grad(loss)(w, memjax.haiku.dynamic_unroll, memory=MEMORY)))(w)
+    ref, mem = jax.jit(
+        lambda w: (
+            jax.value_and_grad(loss)(w, hk.dynamic_unroll),
+            jax.value_and_grad(loss)(w, memjax.haiku.dynamic_unroll, memory=MEMORY),
+        )
+    )(w)
     assert_trees_close(mem, ref)
 
 
@@ -160,8 +180,9 @@ def test_explain_batch_major_leaves_the_random_stream_alone(xs, rng_reserve_size
     def forward(xs):
         first = hk.next_rng_key()
         core = hk.LSTM(H)
-        explanation = memjax.haiku.explain(core, jnp.swapaxes(xs, 0, 1), core.initial_state(B), time_major=False,
-                                           verbose=False)
+        explanation = memjax.haiku.explain(
+            core, jnp.swapaxes(xs, 0, 1), core.initial_state(B), time_major=False, verbose=False
+        )
         return explanation, [first] + [hk.next_rng_key() for _ in range(4)]
 
     model = hk.transform(forward)

@@ -69,11 +69,13 @@ def xs_btd():
 # Flax Linen
 # ------------------------------------------------------------------------------------------------------------------
 
+
 @needs_flax
 def test_linen_lstm_matches_nn_scan(xs_btd):
     def lstm(scan, **kwargs):
-        return scan(nn.LSTMCell, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1,
-                    **kwargs)(features=H)
+        return scan(
+            nn.LSTMCell, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1, **kwargs
+        )(features=H)
 
     ref, mem = lstm(nn.scan), lstm(memjax.flax.scan, memory=0.3)
     assert type(ref).__name__ == type(mem).__name__ == "ScanLSTMCell"
@@ -108,9 +110,17 @@ def test_linen_custom_cell_rngs_carry_and_intermediates_match_nn_scan(xs_btd):
             return h, jnp.sum(h, axis=-1)
 
     def cell(scan, **kwargs):
-        return scan(NoisyCell, variable_broadcast="params", variable_carry="counter",
-                    variable_axes={"intermediates": 0}, split_rngs={"params": False, "dropout": True},
-                    in_axes=(1, nn.broadcast), out_axes=1, reverse=True, **kwargs)()
+        return scan(
+            NoisyCell,
+            variable_broadcast="params",
+            variable_carry="counter",
+            variable_axes={"intermediates": 0},
+            split_rngs={"params": False, "dropout": True},
+            in_axes=(1, nn.broadcast),
+            out_axes=1,
+            reverse=True,
+            **kwargs,
+        )()
 
     ref, mem = cell(nn.scan), cell(memjax.flax.scan, memory=0.3, kind="msm")
     context, h0 = jnp.ones((B, H)), jnp.zeros((B, H))
@@ -118,8 +128,9 @@ def test_linen_custom_cell_rngs_carry_and_intermediates_match_nn_scan(xs_btd):
 
     def loss(params, context, model):
         variables = {"params": params, "counter": {"n": jnp.zeros((), jnp.int32)}}
-        (h, ys), new = model.apply(variables, h0, xs_btd, context, rngs={"dropout": jax.random.key(5)},
-                                   mutable=["counter", "intermediates"])
+        (h, ys), new = model.apply(
+            variables, h0, xs_btd, context, rngs={"dropout": jax.random.key(5)}, mutable=["counter", "intermediates"]
+        )
         value = jnp.sum(ys**2) + jnp.sum(h**3) + jnp.sum(new["intermediates"]["h"][0] ** 2)
         return value, new
 
@@ -143,8 +154,9 @@ def test_linen_method_decorator(xs_btd):
             def body(cell, carry, x):
                 return cell(carry, x)
 
-            scanned = memjax.flax.scan(body, variable_broadcast="params", split_rngs={"params": False}, in_axes=1,
-                                       out_axes=1, memory=0.5)
+            scanned = memjax.flax.scan(
+                body, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1, memory=0.5
+            )
             cell = nn.GRUCell(H)
             carry = cell.initialize_carry(jax.random.key(0), xs[:, 0].shape)
             return scanned(cell, carry, xs)[1]
@@ -152,16 +164,22 @@ def test_linen_method_decorator(xs_btd):
     class Reference(nn.Module):
         @nn.compact
         def __call__(self, xs):
-            scanned = nn.scan(lambda cell, c, x: cell(c, x), variable_broadcast="params",
-                              split_rngs={"params": False}, in_axes=1, out_axes=1)
+            scanned = nn.scan(
+                lambda cell, c, x: cell(c, x),
+                variable_broadcast="params",
+                split_rngs={"params": False},
+                in_axes=1,
+                out_axes=1,
+            )
             cell = nn.GRUCell(H)
             return scanned(cell, cell.initialize_carry(jax.random.key(0), xs[:, 0].shape), xs)[1]
 
     params = Reference().init(jax.random.key(3), xs_btd)
     assert_trees_close(Model().init(jax.random.key(3), xs_btd), params, rtol=0, atol=0)
     assert uses_memjax(lambda p: Model().apply(p, xs_btd), params)
-    np.testing.assert_allclose(jax.jit(Model().apply)(params, xs_btd), Reference().apply(params, xs_btd),
-                               rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        jax.jit(Model().apply)(params, xs_btd), Reference().apply(params, xs_btd), rtol=RTOL, atol=ATOL
+    )
 
 
 @needs_flax
@@ -199,6 +217,7 @@ def test_flax_import_error_names_the_extra(monkeypatch):
 # ------------------------------------------------------------------------------------------------------------------
 # Flax NNX
 # ------------------------------------------------------------------------------------------------------------------
+
 
 @needs_flax
 def test_nnx_lstm_matches_nnx_scan():
@@ -273,6 +292,7 @@ def test_nnx_state_updates_and_dropout_match_a_python_loop():
 # Haiku
 # ------------------------------------------------------------------------------------------------------------------
 
+
 @needs_haiku
 def test_haiku_dynamic_unroll_matches_hk_dynamic_unroll(xs_btd):
     def model(unroll, **kwargs):
@@ -287,8 +307,9 @@ def test_haiku_dynamic_unroll_matches_hk_dynamic_unroll(xs_btd):
     params = ref.init(jax.random.key(0), xs_btd)
     assert_trees_close(mem.init(jax.random.key(0), xs_btd), params, rtol=0, atol=0)
     assert uses_memjax(lambda p: mem.apply(p, None, xs_btd), params)
-    both = jax.jit(lambda p: (jax.value_and_grad(ref.apply)(p, None, xs_btd),
-                              jax.value_and_grad(mem.apply)(p, None, xs_btd)))
+    both = jax.jit(
+        lambda p: (jax.value_and_grad(ref.apply)(p, None, xs_btd), jax.value_and_grad(mem.apply)(p, None, xs_btd))
+    )
     (value_ref, grad_ref), (value_mem, grad_mem) = both(params)
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)
     assert_trees_close(grad_mem, grad_ref)
@@ -336,6 +357,7 @@ def test_haiku_scan_outside_transform_raises():
 # Equinox: no adapter needed
 # ------------------------------------------------------------------------------------------------------------------
 
+
 @needs_equinox
 def test_equinox_idiom_matches_lax_scan():
     """Close over the eqx.Module inside the step; memjax.scan hoists its arrays and returns their gradients."""
@@ -352,8 +374,10 @@ def test_equinox_idiom_matches_lax_scan():
 
     @eqx.filter_jit
     def both(cell):
-        return (eqx.filter_value_and_grad(loss)(cell, jax.lax.scan),
-                eqx.filter_value_and_grad(loss)(cell, memjax.scan, memory=0.3))
+        return (
+            eqx.filter_value_and_grad(loss)(cell, jax.lax.scan),
+            eqx.filter_value_and_grad(loss)(cell, memjax.scan, memory=0.3),
+        )
 
     (value_ref, grad_ref), (value_mem, grad_mem) = both(cell)
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)
@@ -386,8 +410,11 @@ def _rnn_problem():
 
     def fresh_state(seed):
         k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
-        params = {"w": 0.3 * jax.random.normal(k1, (H, H)), "u": jax.random.normal(k2, (D, H)),
-                  "v": jax.random.normal(k3, (H, 1))}
+        params = {
+            "w": 0.3 * jax.random.normal(k1, (H, H)),
+            "u": jax.random.normal(k2, (D, H)),
+            "v": jax.random.normal(k3, (H, 1)),
+        }
         return _train.init_train_state(params, optimizer, jax.random.key(seed + 1))
 
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
@@ -399,17 +426,35 @@ def test_train_resume_reproduces_an_uninterrupted_run(tmp_path):
     train_step = _train.make_train_step(loss_fn, optimizer, has_aux=True)  # one compilation for both runs
     total, interrupted_at = 7, 3
 
-    straight, history = _train.train(loss_fn, optimizer, fresh_state(0), batches, total, has_aux=True,
-                                     train_step=train_step)
+    straight, history = _train.train(
+        loss_fn, optimizer, fresh_state(0), batches, total, has_aux=True, train_step=train_step
+    )
     assert [r["step"] for r in history] == list(range(1, total + 1))
 
     checkpoints = tmp_path / "ckpt"
-    _train.train(loss_fn, optimizer, fresh_state(0), batches, interrupted_at, has_aux=True,
-                 checkpoint_dir=checkpoints, checkpoint_every=2, train_step=train_step)
+    _train.train(
+        loss_fn,
+        optimizer,
+        fresh_state(0),
+        batches,
+        interrupted_at,
+        has_aux=True,
+        checkpoint_dir=checkpoints,
+        checkpoint_every=2,
+        train_step=train_step,
+    )
     assert _train.latest_checkpoint(checkpoints).endswith(f"ckpt_{interrupted_at:08d}.npz")
     # A fresh process: a differently initialised state only serves as the template the checkpoint fills.
-    resumed, rest = _train.train(loss_fn, optimizer, fresh_state(7), batches, total, has_aux=True,
-                                 checkpoint_dir=checkpoints, train_step=train_step)
+    resumed, rest = _train.train(
+        loss_fn,
+        optimizer,
+        fresh_state(7),
+        batches,
+        total,
+        has_aux=True,
+        checkpoint_dir=checkpoints,
+        train_step=train_step,
+    )
     assert [r["step"] for r in rest] == list(range(interrupted_at + 1, total + 1))
     assert [r["loss"] for r in rest] == [r["loss"] for r in history[interrupted_at:]]
     for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(straight)):
@@ -462,8 +507,12 @@ def test_typed_key_in_the_carry_matches_lax_scan(kind):
 
     w = 0.5 * jax.random.normal(jax.random.key(2), (H, H))
     memory = None if kind == "store_all" else 0.3
-    both = jax.jit(lambda w: (jax.value_and_grad(loss, has_aux=True)(w, jax.lax.scan),
-                              jax.value_and_grad(loss, has_aux=True)(w, memjax.scan, memory=memory, kind=kind)))
+    both = jax.jit(
+        lambda w: (
+            jax.value_and_grad(loss, has_aux=True)(w, jax.lax.scan),
+            jax.value_and_grad(loss, has_aux=True)(w, memjax.scan, memory=memory, kind=kind),
+        )
+    )
     ((value_ref, key_ref), grad_ref), ((value_mem, key_mem), grad_mem) = both(w)
     np.testing.assert_array_equal(key_mem, key_ref)
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)
@@ -476,5 +525,4 @@ def test_typed_key_in_the_carry_is_measured_as_its_data():
     w = jnp.zeros((H, H))
     plan = memjax.plan_scan(_keyed_step(w), (jnp.zeros((B, H)), jax.random.key(7)), xs)
     assert plan.sizes.carry_bytes == B * H * 4 + jax.random.key_data(jax.random.key(7)).nbytes
-    assert "carry" in str(memjax.explain(_keyed_step(w), (jnp.zeros((B, H)), jax.random.key(7)), xs,
-                                         verbose=False))
+    assert "carry" in str(memjax.explain(_keyed_step(w), (jnp.zeros((B, H)), jax.random.key(7)), xs, verbose=False))

@@ -54,8 +54,7 @@ def pair(cell_name, ctor=(), dtype=jnp.float32, memory="5%"):
     """``nnx.RNN`` and ``NNXRNN`` over one cell, the latter given the former's state."""
     cell = CELLS[cell_name](D, H, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0))
     ref = nnx.RNN(cell, **dict(ctor))
-    mem = NNXRNN(CELLS[cell_name](D, H, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(7)), **dict(ctor),
-                 memory=memory)
+    mem = NNXRNN(CELLS[cell_name](D, H, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(7)), **dict(ctor), memory=memory)
     nnx.update(mem, nnx.state(ref))
     return ref, mem
 
@@ -97,13 +96,16 @@ def check_case(cell_name, option, dtype=jnp.float32, rtol=RTOL, atol=ATOL):
 
 
 # A few cells times options in the default run; each option and each cell appears at least once.
-@pytest.mark.parametrize("cell_name, option", [
-    ("lstm", "plain"),
-    ("gru", "seq_lengths_return_carry"),
-    ("optimized_lstm", "reverse"),
-    ("lstm", "reverse_keep_order"),
-    ("gru", "time_major"),
-])
+@pytest.mark.parametrize(
+    "cell_name, option",
+    [
+        ("lstm", "plain"),
+        ("gru", "seq_lengths_return_carry"),
+        ("optimized_lstm", "reverse"),
+        ("lstm", "reverse_keep_order"),
+        ("gru", "time_major"),
+    ],
+)
 def test_matches_nnx_rnn(cell_name, option):
     mem, xs, call = check_case(cell_name, option)
     if option == "plain":
@@ -129,8 +131,9 @@ def test_is_an_nnx_rnn_with_its_state():
     xs = inputs()
     initial = (jnp.ones((B, H)), jnp.zeros((B, H)))
     # Call arguments override the constructor's, as in nnx.RNN.
-    assert_trees_close(mem(xs, initial_carry=initial, return_carry=False),
-                       ref(xs, initial_carry=initial, return_carry=False))
+    assert_trees_close(
+        mem(xs, initial_carry=initial, return_carry=False), ref(xs, initial_carry=initial, return_carry=False)
+    )
 
 
 class DropoutCell(nnx.Module):
@@ -156,11 +159,15 @@ class DropoutCell(nnx.Module):
         return 1
 
 
-@pytest.mark.parametrize("ctor", [
-    {},
-    {"broadcast_rngs": "dropout"},  # one dropout mask for every step
-    {"broadcast_rngs": "dropout", "state_axes": nnx.StateAxes({nnx.PathContains("shift"): 0, ...: nnx.Carry})},
-], ids=["carried_rngs", "broadcast_rngs", "state_axes"])
+@pytest.mark.parametrize(
+    "ctor",
+    [
+        {},
+        {"broadcast_rngs": "dropout"},  # one dropout mask for every step
+        {"broadcast_rngs": "dropout", "state_axes": nnx.StateAxes({nnx.PathContains("shift"): 0, ...: nnx.Carry})},
+    ],
+    ids=["carried_rngs", "broadcast_rngs", "state_axes"],
+)
 def test_random_and_scanned_state_match_nnx_rnn(ctor):
     ref = nnx.RNN(DropoutCell(nnx.Rngs(0, dropout=1)), **ctor)
     mem = NNXRNN(DropoutCell(nnx.Rngs(0, dropout=1)), **ctor, memory="5%")

@@ -90,10 +90,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_trees_close, lax_scan, least_bytes
 from jax import lax
 
 import memjax
-from helpers import assert_trees_close, lax_scan, least_bytes
 
 REFERENCE = os.environ.get("MEMJAX_PARITY_REFERENCE", "") not in ("", "0")
 PARAMS = [("msm", None), ("msm", 0.2), ("hsm", None), ("hsm", 0.2)]
@@ -143,8 +143,9 @@ def parity(mscan, program, *args, rtol=None, what="value"):
 def total(tree):
     """A scalar that depends on every inexact leaf, differently for each."""
     leaves = [jnp.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
-    terms = [jnp.sum(jnp.sin(leaf) * (i + 1.5)) for i, leaf in enumerate(leaves)
-             if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    terms = [
+        jnp.sum(jnp.sin(leaf) * (i + 1.5)) for i, leaf in enumerate(leaves) if jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
     return functools.reduce(jnp.add, terms)
 
 
@@ -184,8 +185,9 @@ SLOW = pytest.mark.slow
 JITS = [(False, False), (False, True), (True, False), (True, True)]
 JIT_IDS = ["eager", "jit_f", "jit_scan", "jit_both"]
 # Under a transformation the jit combinations cost one compilation each: jit_both runs by default, the rest is slow.
-JITS_FAST_ONE = [pytest.param(*jits, id=name, marks=() if name == "jit_both" else SLOW)
-                 for jits, name in zip(JITS, JIT_IDS)]
+JITS_FAST_ONE = [
+    pytest.param(*jits, id=name, marks=() if name == "jit_both" else SLOW) for jits, name in zip(JITS, JIT_IDS)
+]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -264,9 +266,9 @@ def test_length_zero_under_jit_and_disable_jit(mscan):
     assert float(carry) == 0.0 and ys.shape == (0,)
     # Without jit lax.scan cannot know the output type of a length-0 scan and refuses; memjax must do as it does.
     with pytest.raises(Exception) as lax_info, jax.disable_jit():
-        lax.scan(lambda c, x: (c + x, x), 0., empty)
+        lax.scan(lambda c, x: (c + x, x), 0.0, empty)
     with pytest.raises(type(lax_info.value)) as info, jax.disable_jit():
-        mscan(lambda c, x: (c + x, x), 0., empty)
+        mscan(lambda c, x: (c + x, x), 0.0, empty)
     assert str(lax_info.value) in str(info.value)
 
 
@@ -328,8 +330,7 @@ def test_int_and_bool_carries(mscan, x64):
 
     def program(scan):
         loss = lambda init, xs: total(scan(step, init, xs))  # noqa: E731
-        return (scan(step, init, xs),
-                jax.jit(jax.grad(loss, argnums=(0, 1), allow_int=True))(init, xs))
+        return (scan(step, init, xs), jax.jit(jax.grad(loss, argnums=(0, 1), allow_int=True))(init, xs))
 
     (carry, _), (g_init, _) = parity(mscan, program)
     assert int(carry[0]) == 7 and g_init[0].dtype == jax.dtypes.float0
@@ -380,8 +381,9 @@ def test_scan_grad(mscan, x64, jit_scan, jit_f):
 
     def program(scan):
         scan, f = jitted(scan, jit_scan, jit_f, make_step(w))
-        return jax.grad(lambda c, xs: jnp.sum(scan(f, c, xs)[0]) + jnp.sum(scan(f, c, xs)[1] ** 2),
-                        argnums=(0, 1))(c, xs)
+        return jax.grad(lambda c, xs: jnp.sum(scan(f, c, xs)[0]) + jnp.sum(scan(f, c, xs)[1] ** 2), argnums=(0, 1))(
+            c, xs
+        )
 
     parity(mscan, program, what="grad")
 
@@ -414,7 +416,7 @@ def test_float32_grads(mscan):
 @SLOW
 def test_grad_of_body_that_takes_a_grad(mscan, x64):
     def final_x(scan, strength):
-        energy = lambda conf: jnp.sum(conf * strength) + 0.5 * jnp.sum(conf ** 2) * strength  # noqa: E731
+        energy = lambda conf: jnp.sum(conf * strength) + 0.5 * jnp.sum(conf**2) * strength  # noqa: E731
 
         def step(carry, _):
             i, x = carry
@@ -454,10 +456,10 @@ def test_grad_of_jitted_scan_with_weak_carry(mscan, x64):
     def program(scan):
         @jax.jit
         def run(x):
-            (x, _), _ = scan(lambda carry, _: ((2 * carry[0], 0.), None), (x, 0.), jnp.arange(3))
+            (x, _), _ = scan(lambda carry, _: ((2 * carry[0], 0.0), None), (x, 0.0), jnp.arange(3))
             return x
 
-        return run(1.5), jax.grad(run)(0.)
+        return run(1.5), jax.grad(run)(0.0)
 
     value, grad = parity(mscan, program)
     assert float(value) == 12.0 and float(grad) == 8.0
@@ -476,7 +478,7 @@ def test_grad_hoisted_consts(mscan, x64):
 
             init = (x * jnp.ones(2), x * jnp.ones(2), x * jnp.ones(2))
             (c1, c2, c3), _ = scan(body, init, None, length=3)
-            return jnp.sum(c1) + jnp.sum(c2 ** 2) + jnp.sum(jnp.sin(c3))
+            return jnp.sum(c1) + jnp.sum(c2**2) + jnp.sum(jnp.sin(c3))
 
         return f(1.0), jax.grad(f)(1.0)
 
@@ -610,7 +612,8 @@ def test_debug_print_and_callback_under_grad(mscan, x64, capsys):
 def test_platform_dependent_in_body(mscan, x64):
     def step(c, x):
         return c + lax.platform_dependent(x, cpu=jnp.sin, default=jnp.cos) * c, lax.platform_dependent(
-            x, cpu=jnp.sin, default=jnp.cos)
+            x, cpu=jnp.sin, default=jnp.cos
+        )
 
     xs = jnp.arange(6.0) * 0.3
 
@@ -647,9 +650,13 @@ def test_scan_inside_platform_dependent_grad(mscan, x64):
 IN_AXES = [axes for axes in itertools.product([None, 0, 1], [None, 0, 1, 2]) if axes != (None, None)]
 
 
-@pytest.mark.parametrize("in_axes", [pytest.param(axes, id=f"c{axes[0]}-xs{axes[1]}",
-                                                  marks=() if axes in ((0, 1), (None, 2)) else SLOW)
-                                     for axes in IN_AXES])
+@pytest.mark.parametrize(
+    "in_axes",
+    [
+        pytest.param(axes, id=f"c{axes[0]}-xs{axes[1]}", marks=() if axes in ((0, 1), (None, 2)) else SLOW)
+        for axes in IN_AXES
+    ],
+)
 def test_scan_vmap(mscan, x64, in_axes):
     w = jnp.asarray(W_NP)
     c_shape, xs_shape = [4], [5, 3]
@@ -698,15 +705,16 @@ def test_scan_vmap_tuples(mscan, x64):
 
 def test_scan_vmap_fixpoint(mscan):
     """The carry shifts left each step; only its last entry starts batched."""
+
     def program(scan):
         def f(last):
-            return scan(lambda c, _: ((c[1], c[2], c[3], 0.), None), (0., 1., 2., last), jnp.zeros(2))
+            return scan(lambda c, _: ((c[1], c[2], c[3], 0.0), None), (0.0, 1.0, 2.0, last), jnp.zeros(2))
 
-        return jax.vmap(f)(jnp.array([3., 4., 5.]))
+        return jax.vmap(f)(jnp.array([3.0, 4.0, 5.0]))
 
     (out, _) = parity(mscan, program)
-    np.testing.assert_array_equal(out[1], [3., 4., 5.])
-    np.testing.assert_array_equal(out[0], [2., 2., 2.])
+    np.testing.assert_array_equal(out[1], [3.0, 4.0, 5.0])
+    np.testing.assert_array_equal(out[0], [2.0, 2.0, 2.0])
 
 
 def test_vmap_axis_size_in_body(mscan):
@@ -720,10 +728,10 @@ def test_vmap_axis_size_in_body(mscan):
 def test_vmap_collectives_in_body(mscan):
     def program(scan):
         run = lambda state, xs: scan(lambda s, x: (s, lax.psum(s, "i") * x), state, xs)  # noqa: E731
-        return jax.vmap(run, axis_name="i")(jnp.ones([2]), jnp.arange(10.).reshape((2, 5)))
+        return jax.vmap(run, axis_name="i")(jnp.ones([2]), jnp.arange(10.0).reshape((2, 5)))
 
     state, ys = parity(mscan, program)
-    np.testing.assert_array_equal(ys, 2 * np.arange(10.).reshape(2, 5))
+    np.testing.assert_array_equal(ys, 2 * np.arange(10.0).reshape(2, 5))
 
 
 def test_length_one_scan_in_cond_under_vmap(mscan):
@@ -735,7 +743,7 @@ def test_length_one_scan_in_cond_under_vmap(mscan):
 
             return lax.cond(x < 0, g, g, x, y)
 
-        return jax.vmap(f, (0, None), None)(jnp.arange(3.), 3.)
+        return jax.vmap(f, (0, None), None)(jnp.arange(3.0), 3.0)
 
     assert float(parity(mscan, program)) == 3.0
 
@@ -793,6 +801,7 @@ def test_jacfwd_of_body_that_takes_a_grad(mscan, x64):
 @pytest.mark.parametrize("length", [1, 3])
 def test_linearize_cond_in_body(mscan, x64, length):
     """A while loop written as a scan over lax.cond (test_xla_cpu_gpu_loop_cond_bug)."""
+
     def power(scan, x, n):
         def body(carry, _):
             val, go = carry
@@ -831,7 +840,7 @@ def _scalar_step(c, a):
 
 def _scalar_loss(scan, c, xs):
     carry, ys = scan(_scalar_step, c, xs)
-    return carry ** 2 + jnp.sum(jnp.sin(ys))
+    return carry**2 + jnp.sum(jnp.sin(ys))
 
 
 def test_scan_grad_of_grad_scalar_carry(mscan, x64):
@@ -839,8 +848,10 @@ def test_scan_grad_of_grad_scalar_carry(mscan, x64):
 
     def program(scan):
         loss = functools.partial(_scalar_loss, scan)
-        return (jax.jit(jax.grad(jax.grad(loss)))(1.0, xs),
-                jax.jit(jax.grad(lambda c: jnp.sum(jax.grad(loss, 1)(c, xs))))(1.0))
+        return (
+            jax.jit(jax.grad(jax.grad(loss)))(1.0, xs),
+            jax.jit(jax.grad(lambda c: jnp.sum(jax.grad(loss, 1)(c, xs))))(1.0),
+        )
 
     parity(mscan, program)
 
@@ -873,8 +884,10 @@ def test_scan_hessian_fwd_over_rev(mscan, x64):
 
     def program(scan):
         loss = lambda w, c, xs: total(scan(make_step(w), c, xs))  # noqa: E731
-        return (jax.jit(jax.hessian(loss, argnums=(0, 1)))(w, c, xs),
-                jax.jit(jax.hessian(functools.partial(_scalar_loss, scan)))(1.0, xs[:, :2] * 0.5))
+        return (
+            jax.jit(jax.hessian(loss, argnums=(0, 1)))(w, c, xs),
+            jax.jit(jax.hessian(functools.partial(_scalar_loss, scan)))(1.0, xs[:, :2] * 0.5),
+        )
 
     parity(mscan, program)
 
@@ -896,8 +909,7 @@ def test_scan_jvp_of_grad(mscan, x64):
 
 N_IN, N_HID, N_OUT, RNN_T = 3, 2, 1, 4
 _R = np.random.RandomState(3)
-RNN_NP = (_R.randn(N_HID, N_HID + N_IN), _R.randn(N_OUT, N_HID + N_IN), _R.randn(RNN_T, N_IN),
-          _R.randn(RNN_T, N_OUT))
+RNN_NP = (_R.randn(N_HID, N_HID + N_IN), _R.randn(N_OUT, N_HID + N_IN), _R.randn(RNN_T, N_IN), _R.randn(RNN_T, N_OUT))
 
 
 def rnn_data():
@@ -1004,8 +1016,8 @@ def assert_same_error(mscan, call):
     else:
         raise AssertionError(f"memjax.scan raised nothing; lax.scan raised {type(lax_error).__name__}: {lax_error}")
     assert isinstance(ours, type(lax_error)), (
-        f"memjax.scan raised {type(ours).__name__}: {ours}\nlax.scan raised {type(lax_error).__name__}: "
-        f"{lax_error}")
+        f"memjax.scan raised {type(ours).__name__}: {ours}\nlax.scan raised {type(lax_error).__name__}: {lax_error}"
+    )
     for text in _expected_text(lax_error):
         assert text in str(ours), f"lax.scan's message\n  {text!r}\nis not in memjax.scan's\n  {str(ours)!r}"
 
@@ -1015,19 +1027,26 @@ def test_error_not_callable(mscan):
 
 
 def test_error_body_output_not_pair(mscan):
-    assert_same_error(mscan, lambda scan: scan(lambda c, x: np.float32(0.), 0., jnp.arange(5.)))
+    assert_same_error(mscan, lambda scan: scan(lambda c, x: np.float32(0.0), 0.0, jnp.arange(5.0)))
 
 
 CARRY_STRUCTURE_MISTAKES = {
-    "tuple_lengths": lambda scan: scan(lambda c, x: ((0., 0., 0.), x), (1., (2., 3.)), jnp.arange(5.)),
-    "one_element_less": lambda scan: scan(lambda c, _: ((c[0].astype("float32"),), None),
-                                          (jnp.array(0, "int32"),) * 2, None, length=1),
-    "list_for_tuple": lambda scan: scan(lambda c, _: ([c[0].astype("float32")] * 2, None),
-                                        (jnp.array(0, "int32"),) * 2, None, length=1),
-    "dict_children": lambda scan: scan(lambda c, _: ({"a": c["a"], "b": c["a"]}, None),
-                                       {"a": jnp.array(0, "int32")}, None, length=1),
-    "nested_dict_children": lambda scan: scan(lambda c, _: (({"a": c[0]["a"], "b": c[0]["a"]},) * 2, None),
-                                              ({"a": jnp.array(0, "int32")},) * 2, None, length=1),
+    "tuple_lengths": lambda scan: scan(lambda c, x: ((0.0, 0.0, 0.0), x), (1.0, (2.0, 3.0)), jnp.arange(5.0)),
+    "one_element_less": lambda scan: scan(
+        lambda c, _: ((c[0].astype("float32"),), None), (jnp.array(0, "int32"),) * 2, None, length=1
+    ),
+    "list_for_tuple": lambda scan: scan(
+        lambda c, _: ([c[0].astype("float32")] * 2, None), (jnp.array(0, "int32"),) * 2, None, length=1
+    ),
+    "dict_children": lambda scan: scan(
+        lambda c, _: ({"a": c["a"], "b": c["a"]}, None), {"a": jnp.array(0, "int32")}, None, length=1
+    ),
+    "nested_dict_children": lambda scan: scan(
+        lambda c, _: (({"a": c[0]["a"], "b": c[0]["a"]},) * 2, None),
+        ({"a": jnp.array(0, "int32")},) * 2,
+        None,
+        length=1,
+    ),
     "dict_keys": lambda scan: scan(lambda c, _: ({"T": c["t"]}, None), {"t": jnp.array([1.0])}, None, length=1),
 }
 
@@ -1039,11 +1058,16 @@ def test_error_carry_structure(mscan, mistake):
 
 CARRY_TYPE_MISTAKES = {
     "dtype": lambda scan: scan(lambda c, _: (c.astype("float32"), None), jnp.array(0, "int32"), None, length=1),
-    "dtype_of_component": lambda scan: scan(lambda c, _: ((c[0], c[1].astype("float32")), None),
-                                            (jnp.array(0, "int32"),) * 2, None, length=1),
-    "two_components": lambda scan: scan(lambda c, _: ((c[0].astype("float32"), c[1].astype("float32").reshape(1, 1),
-                                                       c[2]), None), (jnp.array(0, "int32"),) * 3, None, length=1),
-    "shape": lambda scan: scan(lambda c, x: (jnp.stack([c, c]), x), jnp.float32(0), jnp.arange(3.)),
+    "dtype_of_component": lambda scan: scan(
+        lambda c, _: ((c[0], c[1].astype("float32")), None), (jnp.array(0, "int32"),) * 2, None, length=1
+    ),
+    "two_components": lambda scan: scan(
+        lambda c, _: ((c[0].astype("float32"), c[1].astype("float32").reshape(1, 1), c[2]), None),
+        (jnp.array(0, "int32"),) * 3,
+        None,
+        length=1,
+    ),
+    "shape": lambda scan: scan(lambda c, x: (jnp.stack([c, c]), x), jnp.float32(0), jnp.arange(3.0)),
 }
 
 
@@ -1055,28 +1079,27 @@ def test_error_carry_type(mscan, mistake):
 def test_error_scalar_leaf_in_xs(mscan):
     p0 = Point(x=jnp.array(1), y=jnp.array(2))
     assert_same_error(mscan, lambda scan: scan(lambda p, i: (Point(p.x + 1, p.y + 1), i), p0, list(range(5))))
-    assert_same_error(mscan, lambda scan: scan(lambda c, x: (c, x), 0., (jnp.arange(3.), 1.)))
+    assert_same_error(mscan, lambda scan: scan(lambda c, x: (c, x), 0.0, (jnp.arange(3.0), 1.0)))
 
 
 def test_error_xs_lengths_differ(mscan):
-    assert_same_error(mscan, lambda scan: scan(lambda c, x: (c, x), 0., (jnp.arange(3.), jnp.arange(4.))))
+    assert_same_error(mscan, lambda scan: scan(lambda c, x: (c, x), 0.0, (jnp.arange(3.0), jnp.arange(4.0))))
 
 
 def test_error_length_disagrees(mscan):
-    assert_same_error(mscan, lambda scan: scan(lambda c, x: (c, x), 0., jnp.arange(3.), length=4))
+    assert_same_error(mscan, lambda scan: scan(lambda c, x: (c, x), 0.0, jnp.arange(3.0), length=4))
 
 
 def test_error_length_traced_under_jit(mscan):
-    assert_same_error(mscan, lambda scan: jax.jit(lambda n, x: scan(lambda c, z: (c, z), x, (), n))(3, 1.))
+    assert_same_error(mscan, lambda scan: jax.jit(lambda n, x: scan(lambda c, z: (c, z), x, (), n))(3, 1.0))
 
 
 def test_error_unroll_traced_under_jit(mscan):
-    assert_same_error(mscan, lambda scan: jax.jit(
-        lambda n, x: scan(lambda c, z: (c, z), x, (), 10, unroll=n))(3, 1.))
+    assert_same_error(mscan, lambda scan: jax.jit(lambda n, x: scan(lambda c, z: (c, z), x, (), 10, unroll=n))(3, 1.0))
 
 
 def test_error_no_xs_no_length(mscan):
-    assert_same_error(mscan, lambda scan: scan(lambda c, x: (c, x), 0.))
+    assert_same_error(mscan, lambda scan: scan(lambda c, x: (c, x), 0.0))
 
 
 def test_error_negative_unroll(mscan):
@@ -1095,9 +1118,12 @@ def test_lengths_zero_and_one(mscan, x64, length):
 
     def program(scan):
         loss = lambda w, c, xs: total(scan(make_step(w), c, xs))  # noqa: E731
-        return (scan(make_step(w), c, xs), jax.grad(loss, argnums=(0, 1, 2))(w, c, xs),
-                jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(w, c, xs),
-                scan(lambda h, _: (h * 2.0, h), c, None, length=length))
+        return (
+            scan(make_step(w), c, xs),
+            jax.grad(loss, argnums=(0, 1, 2))(w, c, xs),
+            jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(w, c, xs),
+            scan(lambda h, _: (h * 2.0, h), c, None, length=length),
+        )
 
     (carry, ys), *_ = parity(mscan, program)
     assert ys.shape == (length,)
@@ -1105,8 +1131,14 @@ def test_lengths_zero_and_one(mscan, x64, length):
         np.testing.assert_array_equal(carry, c)
 
 
-RELATIVE_BUDGETS = [0.2, 0.01, "5%", pytest.param(1.0, marks=SLOW), pytest.param("1%", marks=SLOW),
-                    pytest.param("50%", marks=SLOW)]
+RELATIVE_BUDGETS = [
+    0.2,
+    0.01,
+    "5%",
+    pytest.param(1.0, marks=SLOW),
+    pytest.param("1%", marks=SLOW),
+    pytest.param("50%", marks=SLOW),
+]
 
 
 @pytest.mark.parametrize("kind", ["msm", "hsm"])

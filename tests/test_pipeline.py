@@ -26,13 +26,13 @@ def replay(pipe, s: int, i: int) -> int:
     forwards = 0
 
     def write(offset, size, tag):
-        assert 0 <= offset and offset + size <= top, f"{tag} written outside the pools"
+        assert offset >= 0 and offset + size <= top, f"{tag} written outside the pools"
         assert tag == ("h", 0) or offset + size <= pipe.stack_quanta, f"{tag} written above the stack"
-        memory[offset: offset + size] = [tag] * size
+        memory[offset : offset + size] = [tag] * size
 
     def read(offset, size, tag):
-        assert 0 <= offset and offset + size <= top, f"{tag} read outside the pools"
-        held = set(memory[offset: offset + size])
+        assert offset >= 0 and offset + size <= top, f"{tag} read outside the pools"
+        held = set(memory[offset : offset + size])
         assert held == {tag}, f"expected {tag} at {offset}, found {held}"
 
     # Forward sweep. A carry written into an internal state's slot is h_{c-1}; the slot is then filled with I_c.
@@ -86,7 +86,7 @@ def replay(pipe, s: int, i: int) -> int:
 
 def _policies():
     for t in (2, 3, 5, 8, 13, 21, 40, 64, 100, 257):
-        for alpha, (s, i) in _QUANTA.items():
+        for alpha, (_s, _i) in _QUANTA.items():
             for kind in ("msm", "ism", "chen"):
                 for fraction in (0.03, 0.1, 0.3, 0.7):
                     memory = 1 + fraction * (t - 1) * alpha
@@ -102,7 +102,7 @@ POLICIES = list(_policies())
 @pytest.mark.parametrize("t", sorted({t for t, *_ in POLICIES}))
 def test_pipelines_replay(t):
     pipelined = 0
-    for _, kind, alpha, policy in (p for p in POLICIES if p[0] == t):
+    for _, _kind, _alpha, policy in (p for p in POLICIES if p[0] == t):
         schedule = policy.schedule()
         pipe = pipeline(schedule, stack_quanta=1 << 62)
         if pipe is None:
@@ -121,10 +121,18 @@ def test_the_two_forward_family_pipelines():
     (HSM's) does not."""
     from memjax import Op
 
-    family = {Op.ADVANCE, Op.RESTORE_HIDDEN, Op.RESTORE_INTERNAL, Op.SAVE_INTERNAL, Op.BACKWARD, Op.BACKWARD_STORED, Op.FREE}
+    family = {
+        Op.ADVANCE,
+        Op.RESTORE_HIDDEN,
+        Op.RESTORE_INTERNAL,
+        Op.SAVE_INTERNAL,
+        Op.BACKWARD,
+        Op.BACKWARD_STORED,
+        Op.FREE,
+    }
     for t, kind, _, policy in POLICIES:
         schedule = policy.schedule()
-        in_family = set(schedule.op[schedule.first_backward + 1:].tolist()) <= set(family)
+        in_family = set(schedule.op[schedule.first_backward + 1 :].tolist()) <= set(family)
         assert (pipeline(schedule, stack_quanta=1 << 62) is not None) == in_family, (t, kind, policy)
         assert in_family or kind != "chen"
 

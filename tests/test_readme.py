@@ -18,8 +18,10 @@ NOT_RUN = "# not run:"
 
 # An opening fence (possibly indented, as inside a list item) with the info string "python", up to the first
 # closing fence of at least as many backticks.
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>`{3,})[ \t]*python[ \t]*\n(?P<body>.*?)^[ \t]*(?P=ticks)`*[ \t]*$",
-                    re.MULTILINE | re.DOTALL)
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<ticks>`{3,})[ \t]*python[ \t]*\n(?P<body>.*?)^[ \t]*(?P=ticks)`*[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
 
 
 def python_blocks(text: str) -> list[tuple[int, str]]:
@@ -28,7 +30,7 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     for match in _FENCE.finditer(text):
         indent = match.group("indent")
         lines = match.group("body").splitlines()
-        source = "\n".join(line[len(indent):] if line.startswith(indent) else line.lstrip() for line in lines)
+        source = "\n".join(line[len(indent) :] if line.startswith(indent) else line.lstrip() for line in lines)
         blocks.append((text.count("\n", 0, match.start("body")) + 1, source + "\n"))
     return blocks
 
@@ -46,18 +48,22 @@ def test_the_readme_has_python_blocks():
 
 
 def test_block_extraction():
-    text = ("intro\n```python\nx = 1\n```\n\n```bash\nls\n```\n- item:\n\n  ```python\n  y = 2\n  ```\n"
-            "````python\nz = '```'\n````\n")
+    text = (
+        "intro\n```python\nx = 1\n```\n\n```bash\nls\n```\n- item:\n\n  ```python\n  y = 2\n  ```\n"
+        "````python\nz = '```'\n````\n"
+    )
     assert python_blocks(text) == [(3, "x = 1\n"), (12, "y = 2\n"), (15, "z = '```'\n")]
 
 
-@pytest.mark.parametrize("line,source", [pytest.param(line, source, id=_test_id(index, source))
-                                         for index, (line, source) in enumerate(BLOCKS)])
+@pytest.mark.parametrize(
+    "line,source",
+    [pytest.param(line, source, id=_test_id(index, source)) for index, (line, source) in enumerate(BLOCKS)],
+)
 def test_readme_block_runs(line, source, tmp_path, monkeypatch):
     # Blank lines in front give the README's line numbers; the filename lets tracebacks show README's lines.
     code = compile("\n" * (line - 1) + source, str(README), "exec")
     first = source.lstrip().splitlines()[0] if source.strip() else ""
     if first.startswith(NOT_RUN):
-        pytest.skip(f"README.md line {line}: {first[len(NOT_RUN):].strip()}")
+        pytest.skip(f"README.md line {line}: {first[len(NOT_RUN) :].strip()}")
     monkeypatch.chdir(tmp_path)
     exec(code, {"__name__": "__main__"})  # noqa: S102 - running the README's code is the test

@@ -14,10 +14,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import (
+    Counter,
+    assert_trees_close,
+    counted,
+    gru_init,
+    gru_params,
+    gru_step,
+    lax_scan,
+    least_bytes,
+    least_bytes_traced,
+    lstm_init,
+    lstm_params,
+    lstm_step,
+    program_size,
+    scalar_of,
+    scan_loss,
+    value_and_grads,
+)
 
 import memjax
-from helpers import (program_size, Counter, assert_trees_close, counted, gru_init, gru_params, gru_step, lax_scan, least_bytes,
-                     least_bytes_traced, lstm_init, lstm_params, lstm_step, scalar_of, scan_loss, value_and_grads)
 
 B, H, NIN, T = 2, 4, 3, 16
 KEY = jax.random.PRNGKey(0)
@@ -44,18 +60,26 @@ def resolve(memory, kind, step=lstm_step, params=P, init=INIT, xs=XS, length=Non
 
 # store_all of this LSTM is 64 + 15 * 472 = 7144 bytes: "3KiB" and "5%" (357 bytes) lie between least and store_all
 LSTM_CASES = [
-    ("msm", "least"), ("msm", "3KiB"), ("msm", "5%"), ("msm", 0.3), ("msm", 1.0), ("msm", None),
-    ("hsm", "least"), ("hsm", 0.5),
-    ("ism", "least"), ("ism", 0.5),
+    ("msm", "least"),
+    ("msm", "3KiB"),
+    ("msm", "5%"),
+    ("msm", 0.3),
+    ("msm", 1.0),
+    ("msm", None),
+    ("hsm", "least"),
+    ("hsm", 0.5),
+    ("ism", "least"),
+    ("ism", 0.5),
     ("chen", "least"),
     ("recompute", "least"),
-    ("store_all", 1.0), ("store_all", None),
+    ("store_all", 1.0),
+    ("store_all", None),
     ("auto", 0.3),  # scan's extra kind: the candidate with the least predicted time
 ]
 assert {kind for kind, _ in LSTM_CASES} >= set(memjax.KINDS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lstm_reference():
     """lax.scan's values and gradients, and how many times its gradient evaluates the step."""
     counter = Counter()
@@ -64,7 +88,7 @@ def lstm_reference():
     return out, grads, counter.count
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lstm_memjax(kind, memory):
     """memjax's values and gradients, the step evaluations of one value_and_grad, and the plan made for the very
     step function (and traced parameters) being differentiated."""
@@ -100,7 +124,8 @@ def test_step_evaluations_equal_planned_forward_count(kind, memory):
     _, _, count, plan = lstm_memjax(kind, memory)
     assert plan.length == T and (plan.kind == kind or kind == "auto" and plan.kind in memjax.KINDS)
     assert count == plan.forward_count, (
-        f"one value_and_grad evaluated the step {count} times; plan_scan predicted {plan.forward_count}")
+        f"one value_and_grad evaluated the step {count} times; plan_scan predicted {plan.forward_count}"
+    )
     if kind not in ("store_all",):
         assert plan.policy is not None and plan.forward_count == plan.policy.cost
 
@@ -121,9 +146,17 @@ def test_plan_with_concrete_arguments_is_the_plan_used_under_grad(kind, memory):
         return jnp.zeros(())
 
     jax.grad(loss)(P)
-    assert (concrete.sizes.residual_bytes, concrete.sizes.internal_bytes, concrete.budget_bytes,
-            concrete.forward_count) == (traced[0].sizes.residual_bytes, traced[0].sizes.internal_bytes,
-                                        traced[0].budget_bytes, traced[0].forward_count)
+    assert (
+        concrete.sizes.residual_bytes,
+        concrete.sizes.internal_bytes,
+        concrete.budget_bytes,
+        concrete.forward_count,
+    ) == (
+        traced[0].sizes.residual_bytes,
+        traced[0].sizes.internal_bytes,
+        traced[0].budget_bytes,
+        traced[0].forward_count,
+    )
     assert least_bytes(lstm_f(), INIT, XS, kind=kind) == least_bytes_traced(lstm_step, P, INIT, XS, kind=kind)
 
 
@@ -250,11 +283,19 @@ def test_ys_pytree_with_none_leaves():
     assert out[1]["nothing"] is None and out[1]["pair"][0] is None and out[1]["pair"][1].shape == (T, B)
 
 
-@pytest.mark.parametrize("length,kind,memory", [
-    (0, "msm", None), (0, "msm", 1.0), (0, "hsm", "least"),
-    (1, "msm", None), (1, "msm", 1.0), (1, "hsm", "least"),
-    (2, "msm", "least"), (2, "hsm", "least"),
-])
+@pytest.mark.parametrize(
+    "length,kind,memory",
+    [
+        (0, "msm", None),
+        (0, "msm", 1.0),
+        (0, "hsm", "least"),
+        (1, "msm", None),
+        (1, "msm", 1.0),
+        (1, "hsm", "least"),
+        (2, "msm", "least"),
+        (2, "hsm", "least"),
+    ],
+)
 def test_short_lengths(length, kind, memory):
     xs = XS[:length]
     memory = resolve(memory, kind, xs=xs)
@@ -281,7 +322,7 @@ MEM_B, MEM_H, MEM_T = 4, 32, 1000
 MEM_BUDGETS = (0.5, 0.2, 0.05, 0.02)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _memory_model():
     p = lstm_params(jax.random.fold_in(KEY, 7), MEM_H, MEM_H)
     xs = jax.random.normal(jax.random.fold_in(KEY, 8), (MEM_T, MEM_B, MEM_H))
@@ -290,10 +331,10 @@ def _memory_model():
 
 def _memory_loss(params, init, xs, memory):
     carry, ys = memjax.scan(functools.partial(lstm_step, params), init, xs, memory=memory)
-    return jnp.sum(ys ** 2) + jnp.sum(carry[1])
+    return jnp.sum(ys**2) + jnp.sum(carry[1])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled_temp_bytes(memory):
     p, init, xs = _memory_model()
     compiled = jax.jit(jax.grad(_memory_loss), static_argnums=3).lower(p, init, xs, memory).compile()
@@ -310,7 +351,8 @@ def _check_temp_bound(memory, temp, explanation):
     bound = 1.1 * (explanation.budget_bytes + explanation.working_bytes)
     assert temp <= bound, (
         f"memory={memory}: XLA temp {temp} bytes > 1.1 * (budget {explanation.budget_bytes} + working "
-        f"{explanation.working_bytes}) = {bound:.0f} (ratio {temp / (bound / 1.1):.4f})")
+        f"{explanation.working_bytes}) = {bound:.0f} (ratio {temp / (bound / 1.1):.4f})"
+    )
 
 
 @pytest.mark.parametrize("memory", MEM_BUDGETS)
@@ -320,8 +362,8 @@ def test_xla_temp_memory_within_budget_plus_working_set(memory):
     bound = 1.1 * (explanation.budget_bytes + explanation.working_bytes)
     assert temp <= bound, (
         f"memory={memory}: XLA temp {temp} bytes > 1.1 * (budget {explanation.budget_bytes} + working "
-        f"{explanation.working_bytes}) = {bound:.0f} (ratio {temp / (bound / 1.1):.4f})")
-
+        f"{explanation.working_bytes}) = {bound:.0f} (ratio {temp / (bound / 1.1):.4f})"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -333,8 +375,7 @@ GATES = jax.checkpoint_policies.save_only_these_names("gates")  # lstm_step name
 
 @pytest.mark.parametrize("kind,memory", [("msm", 0.3), ("hsm", 0.5), ("store_all", None), ("auto", 1.0)])
 def test_checkpoint_policy_gradients_match_lax_scan(kind, memory):
-    out, grads = value_and_grads(memjax.scan, lstm_step, P, INIT, XS, memory=memory, kind=kind,
-                                 checkpoint_policy=GATES)
+    out, grads = value_and_grads(memjax.scan, lstm_step, P, INIT, XS, memory=memory, kind=kind, checkpoint_policy=GATES)
     ref_out, ref_grads, _ = lstm_reference()
     assert_trees_close(out, ref_out, rtol=1e-5, what="(carry, ys)")
     assert_trees_close(grads, ref_grads, rtol=1e-5, what="grad (params, init, xs)")
@@ -348,7 +389,6 @@ def test_checkpoint_policy_shrinks_the_internal_state():
     assert gates.store_all_bytes < full.store_all_bytes
 
 
-
 def test_residuals_that_are_the_steps_input_are_read_back_not_stored():
     """The LSTM keeps x for its input weights' gradient: memjax reads it back from xs instead of storing it."""
     sizes = memjax.plan_scan(lstm_f(), INIT, XS, memory=0.3).sizes
@@ -357,13 +397,15 @@ def test_residuals_that_are_the_steps_input_are_read_back_not_stored():
     assert forwarded == [XS[0].nbytes]
     assert sizes.residual_bytes == sum(n for n, v in zip(nbytes, sizes.varies) if v) - XS[0].nbytes
 
+
 def _store_all_temp_bytes(checkpoint_policy):
     p, init, xs = _memory_model()
 
     def loss(params):
-        carry, ys = memjax.scan(functools.partial(lstm_step, params), init, xs, kind="store_all",
-                                checkpoint_policy=checkpoint_policy)
-        return jnp.sum(ys ** 2)
+        carry, ys = memjax.scan(
+            functools.partial(lstm_step, params), init, xs, kind="store_all", checkpoint_policy=checkpoint_policy
+        )
+        return jnp.sum(ys**2)
 
     return jax.jit(jax.grad(loss)).lower(p).compile().memory_analysis().temp_size_in_bytes
 
@@ -371,8 +413,7 @@ def _store_all_temp_bytes(checkpoint_policy):
 def test_store_all_keeps_only_what_the_checkpoint_policy_saves():
     """kind="store_all" runs lax.scan; with a policy it must store what the plan measured, not every residual."""
     p, init, xs = _memory_model()
-    plan = memjax.plan_scan(functools.partial(lstm_step, p), init, xs, kind="store_all",
-                            checkpoint_policy=GATES)
+    plan = memjax.plan_scan(functools.partial(lstm_step, p), init, xs, kind="store_all", checkpoint_policy=GATES)
     with_policy, without = _store_all_temp_bytes(GATES), _store_all_temp_bytes(None)
     assert with_policy < 0.8 * without, (with_policy, without)
     assert with_policy <= 1.1 * plan.store_all_bytes + 2 * xs.nbytes, (with_policy, plan.store_all_bytes)
@@ -392,7 +433,7 @@ def _hlo_size(length, kind, memory):
 
     def loss(params, xs):
         carry, ys = memjax.scan(functools.partial(lstm_step, params), lstm_init(B, H), xs, memory=memory, kind=kind)
-        return jnp.sum(ys ** 2)
+        return jnp.sum(ys**2)
 
     plan = memjax.plan_scan(functools.partial(lstm_step, p), lstm_init(B, H), xs, memory=memory, kind=kind)
     return program_size(jax.jit(jax.grad(loss)).lower(p, xs).as_text()), len(plan.schedule)
@@ -478,11 +519,15 @@ def test_forward_mode_matches_lax_scan(kind):
 def test_reverse_over_reverse_matches_lax_scan(kind):
     def grad_norm(scan_fn, **kw):
         grad = jax.grad(lambda q: _loss(scan_fn, q, INIT, XS, **kw))
-        return lambda p: sum(jnp.sum(g ** 2) for g in jax.tree_util.tree_leaves(grad(p)))
+        return lambda p: sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grad(p)))
 
     ours = jax.device_get(jax.jit(jax.grad(grad_norm(memjax.scan, memory=0.3, kind=kind)))(P))
-    assert_trees_close(ours, jax.device_get(jax.jit(jax.grad(grad_norm(lax_scan)))(P)), rtol=1e-4,
-                       what="grad of the squared gradient norm")
+    assert_trees_close(
+        ours,
+        jax.device_get(jax.jit(jax.grad(grad_norm(lax_scan)))(P)),
+        rtol=1e-4,
+        what="grad of the squared gradient norm",
+    )
 
 
 @pytest.mark.parametrize("kind,memory", [("msm", None), ("msm", 0.2), ("hsm", 0.2)])
@@ -494,9 +539,10 @@ def test_hessian_of_a_small_rnn_equals_lax_scans_in_float64(kind, memory):
         def loss(scan_fn, w, **kw):
             def step(h, x):
                 h = jnp.tanh(h @ w + x)
-                return h, jnp.sum(h ** 3)
+                return h, jnp.sum(h**3)
+
             h, ys = scan_fn(step, jnp.full(3, 0.1), xs, **kw)
-            return jnp.sum(ys) + jnp.sum(h ** 2)
+            return jnp.sum(ys) + jnp.sum(h**2)
 
         ours = jax.hessian(lambda w: loss(memjax.scan, w, memory=memory, kind=kind))(w)
         reference = jax.hessian(lambda w: loss(lax_scan, w))(w)
@@ -509,8 +555,19 @@ def test_hessian_of_a_small_rnn_equals_lax_scans_in_float64(kind, memory):
 # ------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind,memory", [("msm", "least"), ("msm", 0.3), ("msm", None), ("hsm", 0.5),
-                                         ("ism", "2KiB"), ("chen", 1.0), ("recompute", "least"), ("store_all", None)])
+@pytest.mark.parametrize(
+    "kind,memory",
+    [
+        ("msm", "least"),
+        ("msm", 0.3),
+        ("msm", None),
+        ("hsm", 0.5),
+        ("ism", "2KiB"),
+        ("chen", 1.0),
+        ("recompute", "least"),
+        ("store_all", None),
+    ],
+)
 def test_explain_is_consistent_with_the_plan(kind, memory, capsys):
     if memory == "least":
         memory = least_bytes(lstm_f(), INIT, XS, kind=kind)

@@ -7,7 +7,6 @@ receives the true state, with nothing but the action table and the stored values
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -72,8 +71,9 @@ def execute(schedule: Schedule, budget_quanta: int | None = None) -> tuple[int, 
         if budget_quanta is not None and held > budget_quanta:
             fail(index, f"{held} quanta held, budget {budget_quanta}")
 
-    for index, (op, a, b, off) in enumerate(zip(schedule.op.tolist(), schedule.start.tolist(),
-                                               schedule.stop.tolist(), schedule.offset.tolist())):
+    for index, (op, a, b, off) in enumerate(
+        zip(schedule.op.tolist(), schedule.start.tolist(), schedule.stop.tolist(), schedule.offset.tolist())
+    ):
         if op == Op.ADVANCE:
             claim(index, register, a)
             for k in range(a + 1, b + 1):
@@ -151,8 +151,9 @@ def check_policy(policy) -> None:
     assert set(ops[before].tolist()) <= {Op.ADVANCE, Op.SAVE_HIDDEN, Op.SAVE_INTERNAL}
     assert ops[schedule.first_backward] == Op.BACKWARD and schedule.start[schedule.first_backward] == t - 1
     # peephole: no state is stored only to be freed at once
-    stored_then_freed = (ops[:-1] == Op.SAVE_HIDDEN) & (ops[1:] == Op.FREE) & \
-        (schedule.offset[:-1] == schedule.offset[1:])
+    stored_then_freed = (
+        (ops[:-1] == Op.SAVE_HIDDEN) & (ops[1:] == Op.FREE) & (schedule.offset[:-1] == schedule.offset[1:])
+    )
     assert not np.any(stored_then_freed)
     if policy.kind in ("hsm", "recompute"):
         assert schedule.internal_slots == 0 and not np.any(ops == Op.SAVE_INTERNAL)
@@ -228,8 +229,9 @@ def test_schedules_of_a_medium_grid(t):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(t=st.integers(1, 60), kind=st.sampled_from(KINDS), alpha=st.sampled_from(RANDOM_ALPHAS),
-       fraction=st.floats(0, 1.1))
+@given(
+    t=st.integers(1, 60), kind=st.sampled_from(KINDS), alpha=st.sampled_from(RANDOM_ALPHAS), fraction=st.floats(0, 1.1)
+)
 def test_random_schedules(t, kind, alpha, fraction):
     s, i = _quanta(alpha)
     full = s + (t - 1) * i
@@ -257,18 +259,18 @@ def test_long_schedules(t, kind):
 
 # t=4, h = 1 quantum, I = 2 quanta: 6 forwards, peak 1 + 1 + 2 = 4 quanta
 _BASE = [
-    (Op.ADVANCE, 0, 1, -1),          # 0  h_1
-    (Op.SAVE_HIDDEN, 1, 1, 0),       # 1  h_1 @ 0
-    (Op.ADVANCE, 1, 2, -1),          # 2  h_2
-    (Op.SAVE_INTERNAL, 2, 3, 1),     # 3  I_3 @ 1..2, register h_3
-    (Op.BACKWARD, 3, 4, -1),         # 4  step 4 from the register
-    (Op.BACKWARD_STORED, 3, 3, 1),   # 5  step 3 from I_3
-    (Op.FREE, 0, 2, 1),              # 6
-    (Op.RESTORE_HIDDEN, 1, 1, 0),    # 7  h_1
-    (Op.BACKWARD, 1, 2, -1),         # 8  step 2
-    (Op.FREE, 0, 1, 0),              # 9
-    (Op.RESTORE_HIDDEN, 0, 0, -1),   # 10 h_0
-    (Op.BACKWARD, 0, 1, -1),         # 11 step 1
+    (Op.ADVANCE, 0, 1, -1),  # 0  h_1
+    (Op.SAVE_HIDDEN, 1, 1, 0),  # 1  h_1 @ 0
+    (Op.ADVANCE, 1, 2, -1),  # 2  h_2
+    (Op.SAVE_INTERNAL, 2, 3, 1),  # 3  I_3 @ 1..2, register h_3
+    (Op.BACKWARD, 3, 4, -1),  # 4  step 4 from the register
+    (Op.BACKWARD_STORED, 3, 3, 1),  # 5  step 3 from I_3
+    (Op.FREE, 0, 2, 1),  # 6
+    (Op.RESTORE_HIDDEN, 1, 1, 0),  # 7  h_1
+    (Op.BACKWARD, 1, 2, -1),  # 8  step 2
+    (Op.FREE, 0, 1, 0),  # 9
+    (Op.RESTORE_HIDDEN, 0, 0, -1),  # 10 h_0
+    (Op.BACKWARD, 0, 1, -1),  # 11 step 1
 ]
 
 
@@ -285,8 +287,15 @@ def _build_unchecked(rows, t=4, s=1, i=2):
     """A Schedule whose construction-time simulation is bypassed, to feed the executor broken tables."""
     schedule = object.__new__(Schedule)
     op, start, stop, offset = _columns(rows)
-    for name, value in (("length", t), ("op", op), ("start", start), ("stop", stop), ("offset", offset),
-                        ("hidden_quanta", s), ("internal_quanta", i)):
+    for name, value in (
+        ("length", t),
+        ("op", op),
+        ("start", start),
+        ("stop", stop),
+        ("offset", offset),
+        ("hidden_quanta", s),
+        ("internal_quanta", i),
+    ):
         object.__setattr__(schedule, name, value)
     object.__setattr__(schedule, "_summary", simulate(_build(_BASE)))
     return schedule
@@ -330,7 +339,7 @@ def _replace(rows, index, row):
 
 
 def _delete(rows, index):
-    return rows[:index] + rows[index + 1:]
+    return rows[:index] + rows[index + 1 :]
 
 
 def _swap(rows, a, b):
@@ -359,7 +368,9 @@ BROKEN = {  # name: (rows, the first action that simulate must reject, or None f
     "negative offset": (_replace(_BASE, 1, (Op.SAVE_HIDDEN, 1, 1, -2)), 1),
     "save away from the register": (_replace(_BASE, 1, (Op.SAVE_HIDDEN, 2, 2, 0)), 1),
     "save an internal state at the next backward step": (
-        _BASE[:2] + [(Op.ADVANCE, 1, 3, -1), (Op.SAVE_INTERNAL, 3, 4, 1)] + _BASE[4:], 3),
+        _BASE[:2] + [(Op.ADVANCE, 1, 3, -1), (Op.SAVE_INTERNAL, 3, 4, 1)] + _BASE[4:],
+        3,
+    ),
     "backward from a hidden slot": (_replace(_BASE, 5, (Op.BACKWARD_STORED, 3, 3, 0)), 5),
     "backward stored for the wrong step": (_replace(_BASE, 5, (Op.BACKWARD_STORED, 2, 2, 1)), 5),
     "extra backward": (_BASE + [(Op.BACKWARD, 0, 1, -1)], 12),
@@ -406,9 +417,16 @@ def _all_ops_policy():
     return policy
 
 
-_KEYWORDS = {Op.ADVANCE: "advance", Op.SAVE_HIDDEN: "save h_", Op.SAVE_INTERNAL: "save I_",
-             Op.RESTORE_HIDDEN: "restore h_", Op.RESTORE_INTERNAL: "from I_", Op.BACKWARD: "backward step",
-             Op.BACKWARD_STORED: "backward step", Op.FREE: "free"}
+_KEYWORDS = {
+    Op.ADVANCE: "advance",
+    Op.SAVE_HIDDEN: "save h_",
+    Op.SAVE_INTERNAL: "save I_",
+    Op.RESTORE_HIDDEN: "restore h_",
+    Op.RESTORE_INTERNAL: "from I_",
+    Op.BACKWARD: "backward step",
+    Op.BACKWARD_STORED: "backward step",
+    Op.FREE: "free",
+}
 
 
 def test_describe_mentions_each_action():
@@ -432,8 +450,17 @@ def test_describe_mentions_each_action():
 def test_describe_of_base_schedule_and_truncation():
     schedule = _build(_BASE)
     text = schedule.describe()
-    for needle in ("advance     h_0 -> h_1", "save h_1", "save I_3", "backward step 4", "backward step 3 from I_3",
-                   "free @ 1 (2 quanta)", "restore h_1 from @ 0", "restore h_0 from init", "backward step 1"):
+    for needle in (
+        "advance     h_0 -> h_1",
+        "save h_1",
+        "save I_3",
+        "backward step 4",
+        "backward step 3 from I_3",
+        "free @ 1 (2 quanta)",
+        "restore h_1 from @ 0",
+        "restore h_0 from init",
+        "backward step 1",
+    ):
         assert needle in text, needle
     short = schedule.describe(max_actions=5).splitlines()
     assert len(short) == 1 + 5 + 1 and short[-1] == f"... {len(_BASE) - 5} more actions"

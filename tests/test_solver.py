@@ -28,8 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import memjax
-from memjax import KINDS, Policy, hsm_cost, min_memory, simulate, solve
-from memjax import _solver
+from memjax import KINDS, Policy, _solver, hsm_cost, min_memory, simulate, solve
 
 # alphas of the exhaustive grids: integers, halves and a third (quantised exactly with s = 1, 2, 3)
 ORACLE_ALPHAS = (1.0, 1.5, 2.0, 2.5, 3.0, 7 / 3)
@@ -40,7 +39,7 @@ ORACLE_ALPHAS = (1.0, 1.5, 2.0, 2.5, 3.0, 7 / 3)
 # ------------------------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hsm_recurrence(t: int, m: int) -> int:
     """The plain BPTT-HSM recurrence, memoised pure Python (m counts slots, the start state's included)."""
     if t <= 1:
@@ -63,7 +62,7 @@ def hsm_recurrence_table(max_t: int, max_m: int) -> np.ndarray:
     return table
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def exhaustive_costs(t: int, s: int, i: int, hidden: bool, internal: bool, cap: int | None = None) -> tuple:
     """Least forward count for every budget ``q`` (in quanta), by exhaustive search over all schedules.
 
@@ -150,8 +149,12 @@ def slow_if(condition: bool):
 
 
 def test_hsm_cost_equals_memoised_recurrence():
-    mismatches = [(t, m, hsm_cost(t, m), hsm_recurrence(t, m))
-                  for t in range(0, 121) for m in range(1, 13) if hsm_cost(t, m) != hsm_recurrence(t, m)]
+    mismatches = [
+        (t, m, hsm_cost(t, m), hsm_recurrence(t, m))
+        for t in range(0, 121)
+        for m in range(1, 13)
+        if hsm_cost(t, m) != hsm_recurrence(t, m)
+    ]
     assert not mismatches
 
 
@@ -159,13 +162,18 @@ def test_hsm_cost_equals_numpy_recurrence_t500_m40():
     table = hsm_recurrence_table(500, 40)
     # the numpy table is itself checked against the memoised one where both are cheap
     assert all(table[t, m] == hsm_recurrence(t, m) for t in range(0, 61) for m in range(1, 9))
-    mismatches = [(t, m, hsm_cost(t, m), int(table[t, m]))
-                  for t in range(0, 501) for m in range(1, 41) if hsm_cost(t, m) != table[t, m]]
+    mismatches = [
+        (t, m, hsm_cost(t, m), int(table[t, m]))
+        for t in range(0, 501)
+        for m in range(1, 41)
+        if hsm_cost(t, m) != table[t, m]
+    ]
     assert not mismatches, mismatches[:10]
 
 
-@pytest.mark.parametrize("t, m, expected", [(10, 3, 25), (20, 3, 65), (100, 5, 416), (1000, 10, 4636),
-                                            (10_000, 20, 47976)])
+@pytest.mark.parametrize(
+    "t, m, expected", [(10, 3, 25), (20, 3, 65), (100, 5, 416), (1000, 10, 4636), (10_000, 20, 47976)]
+)
 def test_hsm_examples(t, m, expected):
     assert hsm_cost(t, m) == expected
     assert solve(t, m, kind="hsm").cost == expected
@@ -283,8 +291,14 @@ def test_hsm_equals_exhaustive_search(t):
     assert solve(t, t + 5, kind="hsm").cost == best[t] == (2 * t - 1 if t > 1 else 1)
 
 
-@pytest.mark.parametrize("t, alpha", [pytest.param(t, alpha, marks=slow_if(t > 6), id=f"t{t}-alpha{alpha:.3g}")
-                                      for t in range(1, 9) for alpha in ORACLE_ALPHAS])
+@pytest.mark.parametrize(
+    "t, alpha",
+    [
+        pytest.param(t, alpha, marks=slow_if(t > 6), id=f"t{t}-alpha{alpha:.3g}")
+        for t in range(1, 9)
+        for alpha in ORACLE_ALPHAS
+    ],
+)
 def test_ism_equals_exhaustive_search(t, alpha):
     s, i = quanta_of(alpha)
     _warm(alpha, 8)
@@ -310,15 +324,20 @@ def test_exhaustive_search_sanity():
 _SMALL_BUDGET_GAP = {(t, a) for t in (10, 12) for a in (1.5, 2.0)} | {(t, 3.0) for t in (9, 10, 12)}
 
 
-@pytest.mark.parametrize("t, alpha", [
-    pytest.param(t, alpha, id=f"t{t}-alpha{alpha:g}") for t in (9, 10, 12) for alpha in (1.0, 1.5, 2.0, 3.0)])
+@pytest.mark.parametrize(
+    "t, alpha",
+    [pytest.param(t, alpha, id=f"t{t}-alpha{alpha:g}") for t in (9, 10, 12) for alpha in (1.0, 1.5, 2.0, 3.0)],
+)
 def test_msm_equals_exhaustive_search_small_budgets_longer_t(t, alpha):
     # budgets up to one hidden and one internal state besides h_0: the search stays small for t up to 12
     s, i = quanta_of(alpha)
     cap = 2 * s + i
     best = exhaustive_costs(t, s, i, hidden=True, internal=True, cap=cap)
-    mismatches = [(q / s, solve(t, q / s, alpha=alpha).cost, best[q])
-                  for q in range(s, cap + 1) if solve(t, q / s, alpha=alpha).cost != best[q]]
+    mismatches = [
+        (q / s, solve(t, q / s, alpha=alpha).cost, best[q])
+        for q in range(s, cap + 1)
+        if solve(t, q / s, alpha=alpha).cost != best[q]
+    ]
     assert not mismatches, f"(memory, solve, exhaustive): {mismatches}"
     paper_gap = any(paper_msm(t, q, s, i) > best[q] for q in range(s, cap + 1))
     assert paper_gap == ((t, alpha) in _SMALL_BUDGET_GAP)
@@ -330,15 +349,31 @@ def _spent_checkpoint_schedule():
     h_0 for steps 2, 1. The MSM recurrence charges h_2 for the whole sub-problem (2, 4] and finds 14."""
     Op = memjax.Op
     rows = [
-        (Op.ADVANCE, 0, 2, -1), (Op.SAVE_HIDDEN, 2, 2, 0), (Op.ADVANCE, 2, 4, -1), (Op.SAVE_HIDDEN, 4, 4, 1),
-        (Op.ADVANCE, 4, 5, -1), (Op.SAVE_HIDDEN, 5, 5, 2), (Op.ADVANCE, 5, 6, -1), (Op.BACKWARD, 6, 7, -1),
-        (Op.RESTORE_HIDDEN, 5, 5, 2), (Op.BACKWARD, 5, 6, -1), (Op.FREE, 0, 1, 2),
-        (Op.RESTORE_HIDDEN, 4, 4, 1), (Op.BACKWARD, 4, 5, -1), (Op.FREE, 0, 1, 1),
-        (Op.RESTORE_HIDDEN, 2, 2, 0), (Op.FREE, 0, 1, 0),  # h_2 is loaded for the last time: drop it ...
+        (Op.ADVANCE, 0, 2, -1),
+        (Op.SAVE_HIDDEN, 2, 2, 0),
+        (Op.ADVANCE, 2, 4, -1),
+        (Op.SAVE_HIDDEN, 4, 4, 1),
+        (Op.ADVANCE, 4, 5, -1),
+        (Op.SAVE_HIDDEN, 5, 5, 2),
+        (Op.ADVANCE, 5, 6, -1),
+        (Op.BACKWARD, 6, 7, -1),
+        (Op.RESTORE_HIDDEN, 5, 5, 2),
+        (Op.BACKWARD, 5, 6, -1),
+        (Op.FREE, 0, 1, 2),
+        (Op.RESTORE_HIDDEN, 4, 4, 1),
+        (Op.BACKWARD, 4, 5, -1),
+        (Op.FREE, 0, 1, 1),
+        (Op.RESTORE_HIDDEN, 2, 2, 0),
+        (Op.FREE, 0, 1, 0),  # h_2 is loaded for the last time: drop it ...
         (Op.SAVE_INTERNAL, 2, 3, 0),  # ... and reuse its unit for I_3 (3 units): 1 + 3 = 4 held
-        (Op.BACKWARD, 3, 4, -1), (Op.BACKWARD_STORED, 3, 3, 0), (Op.FREE, 0, 3, 0),
-        (Op.RESTORE_HIDDEN, 0, 0, -1), (Op.SAVE_INTERNAL, 0, 1, 0), (Op.BACKWARD, 1, 2, -1),
-        (Op.BACKWARD_STORED, 1, 1, 0), (Op.FREE, 0, 3, 0),
+        (Op.BACKWARD, 3, 4, -1),
+        (Op.BACKWARD_STORED, 3, 3, 0),
+        (Op.FREE, 0, 3, 0),
+        (Op.RESTORE_HIDDEN, 0, 0, -1),
+        (Op.SAVE_INTERNAL, 0, 1, 0),
+        (Op.BACKWARD, 1, 2, -1),
+        (Op.BACKWARD_STORED, 1, 1, 0),
+        (Op.FREE, 0, 3, 0),
     ]
     op, start, stop, offset = (np.array(c) for c in zip(*rows))
     return memjax.Schedule(7, op, start, stop, offset, 1, 3)
@@ -357,12 +392,14 @@ def test_msm_is_optimal_against_the_spent_checkpoint_schedule():
     # the emitted schedule is the one of the docstring: h_2 is spent for I_3
     schedule = solve(7, 4.0, alpha=3.0).schedule()
     rows = list(zip(schedule.op.tolist(), schedule.start.tolist(), schedule.stop.tolist(), schedule.offset.tolist()))
-    expected = [tuple(map(int, row)) for row in zip(*(getattr(_spent_checkpoint_schedule(), c)
-                                                      for c in ("op", "start", "stop", "offset")))]
+    expected = [
+        tuple(map(int, row))
+        for row in zip(*(getattr(_spent_checkpoint_schedule(), c) for c in ("op", "start", "stop", "offset")))
+    ]
     assert rows == expected
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def msm_recurrence(t: int, q: int, s: int, i: int, refined: bool, freeable: bool = False) -> int:
     """An MSM recurrence in quanta, memoised pure Python.
 
@@ -374,13 +411,17 @@ def msm_recurrence(t: int, q: int, s: int, i: int, refined: bool, freeable: bool
         return _INFINITE
     if t <= 1:
         return t
+
     def cost(length, quanta, start_freeable):
         return msm_recurrence(length, quanta, s, i, refined, start_freeable)
 
     best = t * (t + 1) // 2
     for y in range(1, t):  # a hidden split's right part starts from a checkpoint, freeable if refined
-        best = min(best, y + cost(y, q, freeable) + cost(t - y, q - s, refined),
-                   y + cost(y - 1, q, freeable) + cost(t - y, q - i, False))
+        best = min(
+            best,
+            y + cost(y, q, freeable) + cost(t - y, q - s, refined),
+            y + cost(y - 1, q, freeable) + cost(t - y, q - i, False),
+        )
     if refined and freeable and q >= i:  # spent: free the start, store I_{a+1} in its place
         best = min(best, 1 + cost(t - 1, q - i + s, False))
     return best
@@ -493,8 +534,10 @@ def test_ism_cost_depends_on_slots_only():
     # the paper's ISM counts slots m (transient slot included, h_0 free): memory 1 + (m - 1) alpha units
     for t in range(1, 25):
         for slots in range(1, t + 2):
-            costs = {solve(t, 1 + (slots - 1) * alpha, alpha=alpha, kind="ism").cost
-                     for alpha in (1.0, 1.5, 2.0, 7 / 3, 3.0, 10.0)}
+            costs = {
+                solve(t, 1 + (slots - 1) * alpha, alpha=alpha, kind="ism").cost
+                for alpha in (1.0, 1.5, 2.0, 7 / 3, 3.0, 10.0)
+            }
             assert len(costs) == 1, (t, slots, costs)
             if slots == 1:
                 assert costs == {t * (t + 1) // 2}
@@ -573,8 +616,12 @@ def _floor_cost(t, kind):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(t=st.integers(1, 60), kind=st.sampled_from(KINDS), alpha=st.sampled_from(MIN_MEMORY_ALPHAS),
-       slack=st.floats(0, 1.05))
+@given(
+    t=st.integers(1, 60),
+    kind=st.sampled_from(KINDS),
+    alpha=st.sampled_from(MIN_MEMORY_ALPHAS),
+    slack=st.floats(0, 1.05),
+)
 def test_min_memory_is_least_memory_for_max_cost(t, kind, alpha, slack):
     _warm(alpha, 60)
     floor = _floor_cost(t, kind)
@@ -666,8 +713,17 @@ def test_memory_for_every_internal_state_is_the_tables_floor_without_solving(kin
         assert policy.cost == t
         if t >= 2:
             table = _solver._solve_table(t, full, s, i, kind == "msm", True)
-            from_table = Policy(kind, t, full / s, alpha, table.cost(t, full), s, i, full,
-                                functools.partial(_solver._table_decide, table))
+            from_table = Policy(
+                kind,
+                t,
+                full / s,
+                alpha,
+                table.cost(t, full),
+                s,
+                i,
+                full,
+                functools.partial(_solver._table_decide, table),
+            )
             for column in ("op", "start", "stop", "offset"):
                 assert np.array_equal(getattr(policy.schedule(), column), getattr(from_table.schedule(), column))
         assert simulate(policy.schedule(), budget_quanta=policy.budget_quanta).forward_count == t
@@ -727,8 +783,9 @@ def test_long_queries_get_a_table_of_their_own_with_the_shared_tables_policy(mon
         assert table.path is not None and table.exact(t, q)
         shared = _solver._table(t, q, s, i, True, True, _solver._INF)
         assert shared.path is None and policy.cost == shared.cost(t, q)
-        from_shared = Policy("msm", t, memory, alpha, shared.cost(t, q), s, i, q,
-                             functools.partial(_solver._table_decide, shared))
+        from_shared = Policy(
+            "msm", t, memory, alpha, shared.cost(t, q), s, i, q, functools.partial(_solver._table_decide, shared)
+        )
         for column in ("op", "start", "stop", "offset"):
             assert np.array_equal(getattr(policy.schedule(), column), getattr(from_shared.schedule(), column))
         assert simulate(policy.schedule(), budget_quanta=q).forward_count == policy.cost
@@ -780,10 +837,19 @@ def test_bad_kind(kind):
         min_memory(10, 20, kind=kind)
 
 
-@pytest.mark.parametrize("t, memory, alpha, kind", [
-    (10, 0.5, 2.0, "msm"), (10, 0.99, 1.0, "hsm"), (10, 0.7, 2.5, "ism"), (10, 0.2, 1.0, "recompute"),
-    (10, 18.5, 2.0, "store_all"), (7, 3.0, 7 / 3, "store_all"), (10, 4.0, 2.0, "chen"), (25, 5.0, 3.0, "chen"),
-])
+@pytest.mark.parametrize(
+    "t, memory, alpha, kind",
+    [
+        (10, 0.5, 2.0, "msm"),
+        (10, 0.99, 1.0, "hsm"),
+        (10, 0.7, 2.5, "ism"),
+        (10, 0.2, 1.0, "recompute"),
+        (10, 18.5, 2.0, "store_all"),
+        (7, 3.0, 7 / 3, "store_all"),
+        (10, 4.0, 2.0, "chen"),
+        (25, 5.0, 3.0, "chen"),
+    ],
+)
 def test_memory_below_the_minimum_names_it(t, memory, alpha, kind):
     least = min_memory(t, alpha=alpha, kind=kind)
     assert memory < least

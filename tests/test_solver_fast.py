@@ -54,11 +54,11 @@ def reference_solve_table(length: int, quanta: int, s: int, i: int, hidden: bool
             candidates = []
             if hidden and width >= 2 * s:  # y + own(y, q) + F(t - y, q - s), q - s >= s
                 values = np.full((t - 1, width + 1), _INF, np.int64)
-                values[:, 2 * s:] = ys + own[1:t, 2 * s:] + F[t - ys[:, 0], s: width + 1 - s]
+                values[:, 2 * s :] = ys + own[1:t, 2 * s :] + F[t - ys[:, 0], s : width + 1 - s]
                 candidates.append((_HIDDEN, values))
             if internal and width >= s + i:  # y + own(y - 1, q) + N(t - y, q - i), q - i >= s
                 values = np.full((t - 1, width + 1), _INF, np.int64)
-                values[:, s + i:] = ys + own[0: t - 1, s + i:] + N[t - ys[:, 0], s: width + 1 - i]
+                values[:, s + i :] = ys + own[0 : t - 1, s + i :] + N[t - ys[:, 0], s : width + 1 - i]
                 candidates.append((_INTERNAL, values))
             for option, values in candidates:
                 where = values.argmin(axis=0)
@@ -85,8 +85,10 @@ def reference_solve_table(length: int, quanta: int, s: int, i: int, hidden: bool
             own[t] = best
             code[k, t] = best_code
             split[k, t] = best_split
-    tables = [Table(cost[k, :, : quanta + 1].copy(), code[k, :, : quanta + 1].copy(),
-                    split[k, :, : quanta + 1].copy()) for k in (0, 1)]
+    tables = [
+        Table(cost[k, :, : quanta + 1].copy(), code[k, :, : quanta + 1].copy(), split[k, :, : quanta + 1].copy())
+        for k in (0, 1)
+    ]
     return tables[0], (tables[1] if both else None)
 
 
@@ -112,8 +114,16 @@ _OPTIONS = ((True, True), (True, False), (False, True))
 def _grid(alpha):
     s, i = _quantize(alpha)
     store_all = s + i * 299  # quanta that store every internal state of 300 steps
-    return [(300, max(s, store_all // 100)), (300, store_all // 20 + 1), (200, store_all // 5),
-            (120, 4 * s + 3), (60, _full_quanta(60, s, i, True) + 5), (1, 3 * s), (2, 2 * s), (5, s - 1)]
+    return [
+        (300, max(s, store_all // 100)),
+        (300, store_all // 20 + 1),
+        (200, store_all // 5),
+        (120, 4 * s + 3),
+        (60, _full_quanta(60, s, i, True) + 5),
+        (1, 3 * s),
+        (2, 2 * s),
+        (5, s - 1),
+    ]
 
 
 @pytest.mark.parametrize("alpha", _ALPHAS)
@@ -221,7 +231,7 @@ def test_capped_tables_are_exact_below_the_cap(alpha, hidden, internal):
         for g, w in ((got, want), (got_free, want_free)) if want_free is not None else ((got, want),):
             ceiling = np.where(w.cost >= _INF, _INF, slack + ts)
             np.testing.assert_array_equal(g.cost[:, s:], np.minimum(w.cost, ceiling)[:, s:])
-            below = (w.cost < slack + ts)
+            below = w.cost < slack + ts
             below[:2] = False
             np.testing.assert_array_equal(g.code[below], w.code[below])
             np.testing.assert_array_equal(g.split[below], w.split[below])
@@ -255,7 +265,7 @@ def test_costs_grow_by_at_least_two_beyond_the_floor():
                 full = (q - s) // i + 1
                 assert np.all(np.diff(want.cost[full:, q]) >= 2), (alpha, hidden, q)
                 if want_free is not None:
-                    assert np.all(np.diff(want_free.cost[full + 1:, q]) >= 2), (alpha, hidden, q)
+                    assert np.all(np.diff(want_free.cost[full + 1 :, q]) >= 2), (alpha, hidden, q)
 
 
 def _query_caps(length, quanta, s, i, hidden, slack):
@@ -268,8 +278,9 @@ def _query_caps(length, quanta, s, i, hidden, slack):
     return t + excess + 1
 
 
-@pytest.mark.parametrize("alpha,hidden", [(2.5, True), (7 / 3, True), (7.5, True), (2.5, False), (7.5, False),
-                                          (0.5, False)])
+@pytest.mark.parametrize(
+    "alpha,hidden", [(2.5, True), (7 / 3, True), (7.5, True), (2.5, False), (7.5, False), (0.5, False)]
+)
 def test_query_tables_are_exact_below_their_caps(alpha, hidden):
     """Fact 9: a table capped for one query holds ``min(C(t, q), cap(t, q))`` in every cell of N and F, the exact
     decision wherever it is below the cap, and the query's cell is exact whenever its cost is below ``slack + t``."""
@@ -281,7 +292,9 @@ def test_query_tables_are_exact_below_their_caps(alpha, hidden):
         assert got_table.path is not None
         fixed, free = got_table.dense()
         cap = _query_caps(length, quanta, s, i, hidden and i > s, slack)
-        for g, w in ((Table(*fixed), want), (Table(*free), want_free)) if free is not None else ((Table(*fixed), want),):
+        for g, w in (
+            ((Table(*fixed), want), (Table(*free), want_free)) if free is not None else ((Table(*fixed), want),)
+        ):
             np.testing.assert_array_equal(g.cost[:, s:], np.minimum(w.cost, cap)[:, s:])
             below = w.cost < cap
             below[:2] = False

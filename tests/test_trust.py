@@ -17,22 +17,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import (
+    HERE,
+    assert_trees_bitwise_equal,
+    assert_trees_close,
+    lax_scan,
+    least_bytes,
+    least_bytes_traced,
+    lstm_init,
+    lstm_params,
+    lstm_step,
+    program_size,
+    scalar_of,
+    value_and_grads,
+)
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import memjax
-from helpers import (program_size, HERE, assert_trees_bitwise_equal, assert_trees_close, lax_scan, least_bytes,
-                     least_bytes_traced, lstm_init, lstm_params, lstm_step, scalar_of, value_and_grads)
 
 KEY = jax.random.PRNGKey(0)
 
-settings.register_profile("long", max_examples=500, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "long", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 if os.environ.get("HYPOTHESIS_PROFILE") == "long":
     PROPERTY_SETTINGS = settings(settings.get_profile("long"))
 else:  # applied to this file's tests only: the global default profile is left alone
-    PROPERTY_SETTINGS = settings(max_examples=25, deadline=None,
-                                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    PROPERTY_SETTINGS = settings(
+        max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -76,10 +90,13 @@ def mixed_case(length, with_xs, key):
     """A dict carry of mixed shapes and dtypes with int and bool leaves; ys with None leaves."""
     k1, k2, k3, k4, k5 = jax.random.split(key, 5)
     params = {"s": jax.random.normal(k1, (2, 3)) * 0.5, "w": jax.random.normal(k2, (4,)) * 0.5}
-    init = {"a": jax.random.normal(k3, (2, 3)), "v": jax.random.normal(k4, (4,)),
-            "i": jnp.asarray(1, jnp.int32), "flag": jnp.array([True, False, True])}
-    xs = ({"u": jax.random.normal(k5, (length, 3)), "k": jnp.arange(length, dtype=jnp.int32) % 3}
-          if with_xs else None)
+    init = {
+        "a": jax.random.normal(k3, (2, 3)),
+        "v": jax.random.normal(k4, (4,)),
+        "i": jnp.asarray(1, jnp.int32),
+        "flag": jnp.array([True, False, True]),
+    }
+    xs = {"u": jax.random.normal(k5, (length, 3)), "k": jnp.arange(length, dtype=jnp.int32) % 3} if with_xs else None
 
     def step(params, carry, x):
         u = jnp.zeros(3) if x is None else x["u"]
@@ -187,8 +204,10 @@ def complex_step(params, h, x):
 def test_complex64_carry():
     k = jax.random.split(jax.random.fold_in(KEY, 4), 6)
     cplx = lambda a, b: (a + 1j * b).astype(jnp.complex64)  # noqa: E731
-    params = {"A": cplx(jax.random.normal(k[0], (3, 3)), jax.random.normal(k[1], (3, 3))) * 0.4,
-              "c": cplx(jax.random.normal(k[2], (3,)), jax.random.normal(k[3], (3,)))}
+    params = {
+        "A": cplx(jax.random.normal(k[0], (3, 3)), jax.random.normal(k[1], (3, 3))) * 0.4,
+        "c": cplx(jax.random.normal(k[2], (3,)), jax.random.normal(k[3], (3,))),
+    }
     init = cplx(jax.random.normal(k[4], (3,)), jnp.zeros(3))
     xs = jax.random.normal(k[5], (T, 3))
     memory = least_bytes_traced(complex_step, params, init, xs) + 40
@@ -346,13 +365,18 @@ def test_string_leaf_in_xs():
 # ------------------------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def multidevice_results() -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
     env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_check.py")], env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "multidevice_check.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -391,7 +415,7 @@ def long_model(length):
 
 def long_loss(scan_fn, params, init, xs, **kw):
     carry, ys = scan_fn(functools.partial(lstm_step, params), init, xs, **kw)
-    return jnp.mean(ys ** 2) + jnp.sum(carry[1])
+    return jnp.mean(ys**2) + jnp.sum(carry[1])
 
 
 @pytest.mark.slow
@@ -399,8 +423,9 @@ def test_very_long_sequence_gradient():
     params, init, xs = long_model(LONG_T)
     plan = memjax.plan_scan(functools.partial(lstm_step, params), init, xs, memory=LONG_MEMORY, kind="hsm")
     assert plan.forward_count < 4 * LONG_T and plan.stored_bytes <= plan.budget_bytes
-    grad = jax.jit(jax.grad(functools.partial(long_loss, memjax.scan, memory=LONG_MEMORY, kind="hsm"),
-                            argnums=(0, 2)))(params, init, xs)
+    grad = jax.jit(jax.grad(functools.partial(long_loss, memjax.scan, memory=LONG_MEMORY, kind="hsm"), argnums=(0, 2)))(
+        params, init, xs
+    )
     ref = jax.jit(jax.grad(functools.partial(long_loss, lax_scan), argnums=(0, 2)))(params, init, xs)
     assert_trees_close(jax.device_get(grad), jax.device_get(ref), what="grad")
 

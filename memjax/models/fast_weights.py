@@ -27,7 +27,8 @@ the batch axis instead of the units.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -63,8 +64,7 @@ class FastWeightsState(NamedTuple):
     fast: jax.Array
 
 
-def init_params(key: jax.Array, input_size: int, hidden_size: int, output_size: int,
-                dtype=jnp.float32) -> Params:
+def init_params(key: jax.Array, input_size: int, hidden_size: int, output_size: int, dtype=jnp.float32) -> Params:
     """Parameters of the slow weights and of a linear read-out.
 
     The recurrent matrix ``W`` starts as ``0.05 I`` (the paper's choice for this task), the input matrix ``C``
@@ -95,8 +95,9 @@ def init_params(key: jax.Array, input_size: int, hidden_size: int, output_size: 
 
 def initial_state(batch_size: int, hidden_size: int, dtype=jnp.float32) -> FastWeightsState:
     """``h(0) = 0`` and ``A(0) = 0`` (consistent with ``A(0) = eta h(0) h(0)^T``)."""
-    return FastWeightsState(jnp.zeros((batch_size, hidden_size), dtype),
-                            jnp.zeros((batch_size, hidden_size, hidden_size), dtype))
+    return FastWeightsState(
+        jnp.zeros((batch_size, hidden_size), dtype), jnp.zeros((batch_size, hidden_size, hidden_size), dtype)
+    )
 
 
 def layer_norm(z: jax.Array, gain: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -106,8 +107,15 @@ def layer_norm(z: jax.Array, gain: jax.Array, bias: jax.Array, eps: float = 1e-5
     return (z - mean) * jax.lax.rsqrt(var + eps) * gain + bias
 
 
-def step(params: Params, state: FastWeightsState, x: jax.Array, *, decay: float = 0.95,
-         fast_learning_rate: float = 0.5, inner_steps: int = 1) -> tuple[FastWeightsState, jax.Array]:
+def step(
+    params: Params,
+    state: FastWeightsState,
+    x: jax.Array,
+    *,
+    decay: float = 0.95,
+    fast_learning_rate: float = 0.5,
+    inner_steps: int = 1,
+) -> tuple[FastWeightsState, jax.Array]:
     """One step of the recurrence (module docstring): ``((h(t), A(t)), x(t)) -> ((h(t+1), A(t+1)), h(t+1))``.
 
     Args:
@@ -131,9 +139,18 @@ def step(params: Params, state: FastWeightsState, x: jax.Array, *, decay: float 
     return FastWeightsState(hs, fast), hs
 
 
-def unroll(params: Params, xs: jax.Array, state: FastWeightsState | None = None, *, decay: float = 0.95,
-           fast_learning_rate: float = 0.5, inner_steps: int = 1, scan: Callable | None = None, memory=None,
-           kind: str = "msm") -> tuple[FastWeightsState, jax.Array]:
+def unroll(
+    params: Params,
+    xs: jax.Array,
+    state: FastWeightsState | None = None,
+    *,
+    decay: float = 0.95,
+    fast_learning_rate: float = 0.5,
+    inner_steps: int = 1,
+    scan: Callable | None = None,
+    memory=None,
+    kind: str = "msm",
+) -> tuple[FastWeightsState, jax.Array]:
     """Run the recurrence over ``xs`` (``[T, B, D]``, time major).
 
     Args:
@@ -188,8 +205,9 @@ VOCAB = "abcdefghijklmnopqrstuvwxyz0123456789?"
 are extra symbols and the digits and ``?`` move up (see :func:`associative_retrieval`)."""
 
 
-def associative_retrieval(key: jax.Array, batch_size: int, num_pairs: int = 4, num_keys: int = 26,
-                          one_hot: bool = True) -> tuple[jax.Array, jax.Array]:
+def associative_retrieval(
+    key: jax.Array, batch_size: int, num_pairs: int = 4, num_keys: int = 26, one_hot: bool = True
+) -> tuple[jax.Array, jax.Array]:
     """A batch of the associative-retrieval task: ``c9k8j3f1??c`` -> ``8``.
 
     Each sequence lists ``num_pairs`` distinct keys (letters), each followed by a digit, then ``??`` and one
@@ -211,8 +229,7 @@ def associative_retrieval(key: jax.Array, batch_size: int, num_pairs: int = 4, n
     if not 1 <= num_pairs <= num_keys:
         raise ValueError(f"num_pairs must be in 1..num_keys={num_keys} (keys are distinct), got {num_pairs}.")
     k_keys, k_digits, k_query = jax.random.split(key, 3)
-    keys = jax.vmap(lambda k: jax.random.permutation(k, num_keys)[:num_pairs])(
-        jax.random.split(k_keys, batch_size))
+    keys = jax.vmap(lambda k: jax.random.permutation(k, num_keys)[:num_pairs])(jax.random.split(k_keys, batch_size))
     digits = jax.random.randint(k_digits, (batch_size, num_pairs), 0, 10)
     which = jax.random.randint(k_query, (batch_size,), 0, num_pairs)
     query = jnp.take_along_axis(keys, which[:, None], axis=1)
