@@ -1,4 +1,5 @@
-"""Sizes measured from the step function itself: the carry, one step's VJP residuals, and which residuals vary.
+"""Sizes measured from the step function itself: the carry, one step's VJP residuals, and which residuals vary;
+and the seconds of its actions (:func:`estimate_step_costs`, for the time model of :mod:`memjax._cost`).
 
 The internal state ``I_k`` of the paper is, in JAX, the residuals of ``jax.vjp`` of one step: the leaves of the
 pullback, which is a pytree. Some of them do not depend on the step's inputs at all (closed-over parameters,
@@ -17,6 +18,7 @@ from one, gives its leaves in the order that :attr:`StepSizes.pullback_tree` exp
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +26,9 @@ import jax
 import jax.extend.core as jex
 import numpy as np
 
-__all__ = ["StepSizes", "measure_step", "tree_bytes"]
+from memjax._cost import StepCosts
+
+__all__ = ["StepSizes", "estimate_step_costs", "measure_step", "tree_bytes"]
 
 
 def tree_bytes(tree) -> int:
@@ -151,3 +155,69 @@ def _depends_on_inputs(jaxpr, n_consts: int, n_args: int, n_out: int) -> tuple[l
     varies = [not isinstance(v, jex.Literal) and v in dependent for v in outvars]
     from_x = [-1 if isinstance(v, jex.Literal) else x_index.get(v, -1) for v in outvars]
     return varies, from_x
+
+
+# Nominal throughput per backend: (flop/s, byte/s, seconds per executor row). Only ratios matter for choosing.
+_NOMINAL = {"cpu": (5e10, 1e10, 2e-6), "gpu": (5e13, 2e12, 1e-5), "tpu": (1e14, 1e12, 1e-5)}
+
+
+def estimate_step_costs(step, consts, carry, x, *, calibrate: bool = False, repeats: int = 5) -> StepCosts:
+    """Per-action costs of ``step(consts, carry, x) -> (carry, y)``.
+
+    Args:
+      step: the closure-converted step.
+      consts, carry, x: example arguments (concrete arrays when ``calibrate``).
+      calibrate: time the compiled step, VJP and pullback (median of ``repeats``) instead of estimating from
+        XLA's cost analysis.
+
+    Returns:
+      The seconds of each action, a :class:`memjax.planning.StepCosts` for :func:`memjax.planning.predict_seconds`.
+    """
+    backend = jax.default_backend()
+    flops_per_s, bytes_per_s, per_action = _NOMINAL.get(backend, _NOMINAL["cpu"])
+
+    def forward(consts, carry, x):
+        return step(consts, carry, x)
+
+    def forward_vjp(consts, carry, x):
+        out, pullback = jax.vjp(step, consts, carry, x)
+        return out, jax.tree_util.tree_leaves(pullback)
+
+    def backward(consts, carry, x, ct):
+        _, pullback = jax.vjp(step, consts, carry, x)
+        return pullback(ct)
+
+    ct = jax.eval_shape(step, consts, carry, x)
+    ct = jax.tree_util.tree_map(
+        lambda a: (
+            np.ones(a.shape, a.dtype) if np.issubdtype(a.dtype, np.inexact) else np.zeros(a.shape, jax.dtypes.float0)
+        ),
+        ct,
+    )
+    calls = [(forward, (consts, carry, x)), (forward_vjp, (consts, carry, x)), (backward, (consts, carry, x, ct))]
+    seconds = []
+    for fn, args in calls:
+        compiled = jax.jit(fn).lower(*args).compile()
+        if calibrate:
+            jax.block_until_ready(compiled(*args))
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                jax.block_until_ready(compiled(*args))
+                times.append(time.perf_counter() - start)
+            seconds.append(float(np.median(times)))
+        else:
+            analysis = compiled.cost_analysis()
+            analysis = analysis[0] if isinstance(analysis, (list, tuple)) else (analysis or {})
+            flops = float(analysis.get("flops", 0.0))
+            moved = float(analysis.get("bytes accessed", 0.0))
+            seconds.append(flops / flops_per_s + moved / bytes_per_s)
+    fwd, fwd_vjp, bwd = seconds
+    # A pullback recomputes nothing: what the VJP forward costs beyond the forward is residual traffic.
+    return StepCosts(
+        forward=fwd,
+        forward_vjp=max(fwd_vjp, fwd),
+        backward=max(bwd - fwd_vjp, 0.0),
+        byte=2.0 / bytes_per_s,
+        action=per_action,
+    )

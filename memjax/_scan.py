@@ -5,7 +5,7 @@ A call goes through three stages, each in its own module:
 1. *Checks and closure conversion* (:mod:`memjax._checks`): the arguments pass ``jax.lax.scan``'s own checks;
    the step is closure-converted (closed-over arrays become explicit, differentiable arguments).
 2. *Planning* (:mod:`memjax._plan`): the carry and VJP residuals are measured (:mod:`memjax._measure`), the
-   budget is turned into hidden-state units and ``alpha``, and :func:`memjax.solve` gives the policy.
+   budget is turned into hidden-state units and ``alpha``, and :func:`memjax.planning.solve` gives the policy.
 3. *Execution* (:mod:`memjax._primitive`, :mod:`memjax._executor`): a primitive whose reverse-mode rule runs
    the policy's schedule, and whose forward-mode, linearization and batching rules are ``lax.scan``'s.
 """
@@ -21,10 +21,10 @@ import numpy as np
 
 from memjax._budget import Budget, parse_budget
 from memjax._checks import check_arguments, closure_convert, example_arguments
-from memjax._cost import estimate_step_costs, predict_seconds
+from memjax._cost import predict_seconds
 from memjax._executor import make_executor
 from memjax._keys import carry_keys_as_data, data_to_keys
-from memjax._measure import StepSizes, measure_step
+from memjax._measure import StepSizes, estimate_step_costs, measure_step
 from memjax._plan import SCAN_KINDS, ScanPlan, check_executor, check_kind, plan, prefers_pipeline
 from memjax._primitive import ScanPrimitive
 
