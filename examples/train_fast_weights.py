@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 import memjax
-from memjax import _train
+from memjax import training
 from memjax.models import fast_weights as fw
 
 
@@ -57,12 +57,12 @@ def main(argv=None) -> float:
 
     key = jax.random.key(args.seed)
     params = fw.init_params(key, vocabulary, args.hidden, 10)
-    state = _train.init_train_state(params, optimizer, jax.random.fold_in(key, 1))
+    state = training.init_train_state(params, optimizer, jax.random.fold_in(key, 1))
     xs, _ = batches(0)
     memjax.explain(
         lambda c, x: fw.step(params, c, x), fw.initial_state(args.batch, args.hidden), xs, memory=memory, kind=args.kind
     )
-    state, history = _train.train(
+    state, history = training.train(
         loss_fn,
         optimizer,
         state,

@@ -139,7 +139,7 @@ def test_fast_weights_learn_associative_retrieval():
     """A short run: well above chance (10%) on the paper's task with 4 pairs, trained through memjax.scan."""
     import optax
 
-    from memjax import _train
+    from memjax import training
 
     hidden, steps = 64, 1500
     params = fw.init_params(jax.random.key(0), V, hidden, 10)
@@ -152,8 +152,8 @@ def test_fast_weights_learn_associative_retrieval():
     def batches(step):
         return fw.associative_retrieval(jax.random.fold_in(jax.random.key(1), step), 64, num_pairs=4)
 
-    state, _ = _train.train(
-        loss_fn, optimizer, _train.init_train_state(params, optimizer, jax.random.key(2)), batches, steps
+    state, _ = training.train(
+        loss_fn, optimizer, training.init_train_state(params, optimizer, jax.random.key(2)), batches, steps
     )
     xs, labels = fw.associative_retrieval(jax.random.key(99), 512, num_pairs=4)
     assert float(fw.accuracy(state.params, xs, labels, scan=jax.lax.scan)) > 0.5

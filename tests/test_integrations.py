@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import memjax
-from memjax import _train
+from memjax import training
 
 try:
     import flax.linen as nn
@@ -415,7 +415,7 @@ def _rnn_problem():
             "u": jax.random.normal(k2, (D, H)),
             "v": jax.random.normal(k3, (H, 1)),
         }
-        return _train.init_train_state(params, optimizer, jax.random.key(seed + 1))
+        return training.init_train_state(params, optimizer, jax.random.key(seed + 1))
 
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
     return loss_fn, batches, fresh_state, optimizer
@@ -423,16 +423,16 @@ def _rnn_problem():
 
 def test_train_resume_reproduces_an_uninterrupted_run(tmp_path):
     loss_fn, batches, fresh_state, optimizer = _rnn_problem()
-    train_step = _train.make_train_step(loss_fn, optimizer, has_aux=True)  # one compilation for both runs
+    train_step = training.make_train_step(loss_fn, optimizer, has_aux=True)  # one compilation for both runs
     total, interrupted_at = 7, 3
 
-    straight, history = _train.train(
+    straight, history = training.train(
         loss_fn, optimizer, fresh_state(0), batches, total, has_aux=True, train_step=train_step
     )
     assert [r["step"] for r in history] == list(range(1, total + 1))
 
     checkpoints = tmp_path / "ckpt"
-    _train.train(
+    training.train(
         loss_fn,
         optimizer,
         fresh_state(0),
@@ -443,9 +443,9 @@ def test_train_resume_reproduces_an_uninterrupted_run(tmp_path):
         checkpoint_every=2,
         train_step=train_step,
     )
-    assert _train.latest_checkpoint(checkpoints).endswith(f"ckpt_{interrupted_at:08d}.npz")
+    assert training.latest_checkpoint(checkpoints).endswith(f"ckpt_{interrupted_at:08d}.npz")
     # A fresh process: a differently initialised state only serves as the template the checkpoint fills.
-    resumed, rest = _train.train(
+    resumed, rest = training.train(
         loss_fn,
         optimizer,
         fresh_state(7),
@@ -468,15 +468,15 @@ def test_checkpoint_round_trips_and_rejects_other_structures(tmp_path):
     _, _, fresh_state, _ = _rnn_problem()
     state = fresh_state(0)
     for name in ("state.npz", "state.pkl"):
-        path = _train.save_checkpoint(tmp_path / name, state)
-        restored = _train.load_checkpoint(path, like=fresh_state(1))
+        path = training.save_checkpoint(tmp_path / name, state)
+        restored = training.load_checkpoint(path, like=fresh_state(1))
         assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(state)
         assert jnp.array_equal(jax.random.key_data(restored.rng), jax.random.key_data(state.rng))
         assert_trees_close(restored.params, state.params, rtol=0, atol=0)
     with pytest.raises(ValueError, match="needs like="):
-        _train.load_checkpoint(tmp_path / "state.npz")
+        training.load_checkpoint(tmp_path / "state.npz")
     with pytest.raises(ValueError, match="leaves"):
-        _train.load_checkpoint(tmp_path / "state.npz", like=state.params)
+        training.load_checkpoint(tmp_path / "state.npz", like=state.params)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
 
 

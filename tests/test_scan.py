@@ -76,7 +76,7 @@ LSTM_CASES = [
     ("store_all", None),
     ("auto", 0.3),  # scan's extra kind: the candidate with the least predicted time
 ]
-assert {kind for kind, _ in LSTM_CASES} >= set(memjax.KINDS)
+assert {kind for kind, _ in LSTM_CASES} >= set(memjax.planning.KINDS)
 
 
 @functools.cache
@@ -122,7 +122,7 @@ def test_lstm_values_and_gradients_match_lax_scan(kind, memory):
 @pytest.mark.parametrize("kind,memory", LSTM_CASES)
 def test_step_evaluations_equal_planned_forward_count(kind, memory):
     _, _, count, plan = lstm_memjax(kind, memory)
-    assert plan.length == T and (plan.kind == kind or kind == "auto" and plan.kind in memjax.KINDS)
+    assert plan.length == T and (plan.kind == kind or kind == "auto" and plan.kind in memjax.planning.KINDS)
     assert count == plan.forward_count, (
         f"one value_and_grad evaluated the step {count} times; plan_scan predicted {plan.forward_count}"
     )

@@ -1,6 +1,6 @@
 """Tests of flat schedules (memjax._schedule) and of the schedules that policies emit.
 
-Every emitted schedule is checked twice: by memjax.simulate (with the policy's budget) and by an independent
+Every emitted schedule is checked twice: by memjax.planning.simulate (with the policy's budget) and by an independent
 value-level executor written here, which runs a toy recurrence on integers and checks that each backward step
 receives the true state, with nothing but the action table and the stored values to go by.
 """
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memjax import KINDS, Op, Schedule, ScheduleError, min_memory, simulate, solve
+from memjax.planning import KINDS, Op, Schedule, ScheduleError, min_memory, simulate, solve
 
 GRID_ALPHAS = (1.0, 1.5, 2.0, 2.5, 3.0, 7 / 3)
 RANDOM_ALPHAS = (0.5, 1.0, 1.1, 1.5, 2.0, 2.5, 7 / 3, 3.0, 4.75, 10.0)

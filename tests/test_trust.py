@@ -134,7 +134,7 @@ def scan_cases(draw):
     seed = draw(st.integers(0, 2**16))
     reverse = draw(st.booleans())
     unroll = draw(st.sampled_from([1, 2, 3, True] if length <= 16 else [1, 2, 3]))
-    kind = draw(st.sampled_from(memjax.KINDS))
+    kind = draw(st.sampled_from(memjax.planning.KINDS))
     position = draw(st.floats(0.0, 1.0))  # 0: the least budget, 1: store-all
     notation = draw(st.sampled_from(["int", "fraction", "string"]))
     pass_length = draw(st.booleans()) or not with_xs
