@@ -10,11 +10,14 @@ a backward step before its internal state was recomputed all fail.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from memjax import solve
 from memjax._pipeline import INIT, KEEP, LOAD_HIDDEN, LOAD_INTERNAL, pipeline
+from memjax.planning import solve
 
 _QUANTA = {1.0: (1, 1), 1.5: (2, 3), 2.0: (1, 2), 7 / 3: (3, 7), 4.75: (4, 19)}
 
@@ -119,7 +122,7 @@ def test_pipelines_replay(t):
 def test_the_two_forward_family_pipelines():
     """Every schedule whose backward sweep stores no hidden state pipelines (Chen's always); one that does
     (HSM's) does not."""
-    from memjax import Op
+    from memjax.planning import Op
 
     family = {
         Op.ADVANCE,
@@ -166,30 +169,54 @@ def test_interpreter_schedules_do_not_pipeline():
     assert pipeline(policy.schedule(), stack_quanta=1 << 62) is None
 
 
-def test_planning_modules_import_no_jax():
-    """Planning a scan (budget, policy, schedule, pipeline, tables) is pure numpy: no module it imports at run
-    time, followed through memjax's own modules, is JAX (imports under ``if TYPE_CHECKING`` are for types)."""
-    import ast
-    import pathlib
+def _packages_after(code: str) -> set[str]:
+    """The top-level packages in ``sys.modules`` of a fresh interpreter once it has run ``code``."""
+    report = "import sys; print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}\n{report}"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
 
-    package = pathlib.Path(__file__).resolve().parents[1] / "memjax"
 
-    def imports(module):
-        tree = ast.parse((package / f"{module}.py").read_text())
-        for node in tree.body:  # top level only: an ``if TYPE_CHECKING`` block is not run
-            if isinstance(node, ast.Import):
-                yield from (alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                yield node.module
+def test_planning_imports_no_jax():
+    """memjax.planning is pure numpy: solving a policy and building its schedule imports neither JAX nor optax."""
+    loaded = _packages_after("import memjax.planning; memjax.planning.solve(100, 10).schedule()")
+    assert "memjax" in loaded and "numpy" in loaded
+    assert not loaded & {"jax", "jaxlib", "optax"}, sorted(loaded & {"jax", "jaxlib", "optax"})
 
-    seen, todo = set(), ["_plan"]
-    while todo:
-        module = todo.pop()
-        seen.add(module)
-        for name in imports(module):
-            assert name.split(".")[0] != "jax", f"memjax.{module} imports {name}"
-            if name.startswith("memjax."):
-                child = name.split(".")[1]
-                if child not in seen:
-                    todo.append(child)
-    assert {"_plan", "_pipeline", "_tables", "_solver", "_schedule", "_budget"} <= seen
+
+def test_import_memjax_imports_no_jax():
+    """``import memjax`` is light: JAX and optax are imported by the first use of a name that needs them."""
+    loaded = _packages_after("import memjax; memjax.format_bytes(1 << 20); memjax.clear_caches()")
+    assert not loaded & {"jax", "jaxlib", "optax"}, sorted(loaded & {"jax", "jaxlib", "optax"})
+    loaded = _packages_after("import memjax; memjax.scan")
+    assert "jax" in loaded and "optax" not in loaded  # optax comes with memjax.training alone
+
+
+def test_public_names_resolve():
+    """Every name the namespaces export resolves (the top level's on first use); what moved to a subpackage is
+    not on the top level."""
+    import memjax
+    import memjax.planning
+    import memjax.training
+
+    for module in (memjax, memjax.planning, memjax.training):
+        assert all(getattr(module, name) is not None for name in module.__all__), module.__name__
+    assert set(memjax.__all__) <= set(dir(memjax))
+    for name in ("solve", "KINDS", "Schedule", "simulate", "train", "TrainState", "StepCosts"):
+        assert not hasattr(memjax, name), name
+
+
+def test_planning_a_scan_imports_no_jax():
+    """What memjax.scan plans with once a step is measured (the plan's module, the pipeline, the interpreter's
+    tables) is pure numpy too."""
+    code = (
+        "import memjax, memjax._plan\n"
+        "from memjax._pipeline import pipeline\n"
+        "from memjax._tables import compile_tables\n"
+        "schedule = memjax.planning.solve(100, 30, alpha=2.0).schedule()\n"
+        "pipeline(schedule, stack_quanta=1 << 62), compile_tables(schedule), memjax.SCAN_KINDS, memjax.ScanPlan"
+    )
+    loaded = _packages_after(code)
+    assert not loaded & {"jax", "jaxlib", "optax"}, sorted(loaded & {"jax", "jaxlib", "optax"})
