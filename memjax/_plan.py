@@ -44,9 +44,9 @@ __all__ = [
 SCAN_KINDS = KINDS + ("auto",)
 EXECUTORS = ("auto", "pipelined", "interpreter")
 
-# On a CPU a conditional costs a fraction of a microsecond while the pipeline moves about three carries more
-# per step (benchmarks/results/dispatch_T10000.md, lstm_T1000_executor.md): above this carry the interpreter is
-# the faster there. On an accelerator every conditional is a dispatch, and the pipeline is always preferred.
+# On a CPU a conditional is cheap while the pipeline moves a few carries more per step: above this carry the
+# interpreter is the faster there (benchmarks/results/dispatch_T10000.md, lstm_T1000_executor.md). On an
+# accelerator every conditional is a dispatch, and the pipeline is always preferred.
 CPU_PIPELINE_MAX_CARRY_BYTES = 8 * 1024
 
 
@@ -61,10 +61,10 @@ class ScanPlan:
 
     Attributes:
       length: number of steps.
-      kind: the policy kind planned (``kind="auto"`` resolves to one of :data:`memjax.KINDS`).
+      kind: the policy kind planned (``kind="auto"`` resolves to one of :data:`memjax.planning.KINDS`).
       sizes: measured sizes of one step (:class:`memjax._measure.StepSizes`).
       budget_bytes: the budget for stored states, the initial carry included.
-      policy: the solved :class:`~memjax.Policy` (``None`` where nothing is recomputed: ``store_all``, and
+      policy: the solved :class:`~memjax.planning.Policy` (``None`` where nothing is recomputed: ``store_all``, and
         lengths 0 and 1; the scan then runs ``jax.lax.scan``).
       quantum_bytes: bytes of one quantum of the schedule's stack, as the pools lay it out.
       least_bytes: the least budget this kind can run with for this step and length.
@@ -153,9 +153,14 @@ def _size(aval) -> int:
     return int(np.prod(aval.shape, dtype=np.int64))
 
 
-def check_kind(kind) -> None:
-    if not isinstance(kind, str) or kind not in SCAN_KINDS:
-        raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, SCAN_KINDS))}.")
+def check_kind(kind, kinds: tuple[str, ...] = SCAN_KINDS) -> None:
+    """Raise a ``ValueError`` that names ``kind`` and lists ``kinds`` unless ``kind`` is one of them.
+
+    ``kinds`` is :data:`SCAN_KINDS` for :func:`memjax.scan`, and :data:`memjax.planning.KINDS` for a plan made
+    without a step (``"auto"`` measures one).
+    """
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, kinds))}.")
 
 
 def check_executor(executor) -> None:
