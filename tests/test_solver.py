@@ -1,4 +1,4 @@
-"""Tests of the planning core (memjax._solver): costs against independent oracles, bounds, input checks, caching.
+"""Tests of the planning core (memjax.planning): costs against independent oracles, bounds, input checks, caching.
 
 Oracles used here, all written in this file and independent of memjax's implementation:
 
@@ -8,7 +8,7 @@ Oracles used here, all written in this file and independent of memjax's implemen
 * the paper's MSM recurrence and memjax's refinement of it (N / F, spent checkpoints), memoised pure Python: the
   refinement must equal exhaustive search, and the paper's recurrence is shown to be above it where expected.
 
-Conventions (../shared/reference/bptt.md): memory is in units of one hidden state, the start state ``h_0`` counts
+Conventions (docs/conventions.md): memory is in units of one hidden state, the start state ``h_0`` counts
 one unit, an internal state ``alpha`` units; cost is the number of forward step evaluations, the first forward
 sweep included. Non-integer ``alpha`` is exact in quanta: a hidden state is ``s`` quanta, an internal state
 ``i = ceil(alpha * s)`` quanta, the budget is floored to whole quanta.
@@ -27,8 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import memjax
-from memjax import KINDS, Policy, _solver, hsm_cost, min_memory, simulate, solve
+from memjax import _closed_forms, _solver
+from memjax._caches import clear_caches
+from memjax.planning import KINDS, Op, Policy, Schedule, hsm_cost, min_memory, simulate, solve
 
 # alphas of the exhaustive grids: integers, halves and a third (quantised exactly with s = 1, 2, 3)
 ORACLE_ALPHAS = (1.0, 1.5, 2.0, 2.5, 3.0, 7 / 3)
@@ -254,7 +255,7 @@ def test_hsm_paper_bounds_large_t():
 # storing I_{a+1}: the left part is empty) and reuses its unit for the internal state. This beats the paper's
 # recurrence from t = 7 on for alpha in {7/3, 2.5, 3} and from t = 10 on for alpha in {1.5, 2} (e.g. t=10,
 # alpha=2, 3 units: 23 forwards, the paper's recurrence says 24); never for alpha <= 1. memjax solves the refined
-# recurrences N / F (memjax._solver's docstring), which these exhaustive tests pin down; paper_msm below is the
+# recurrences N / F (docs/solver.md), which these exhaustive tests pin down; paper_msm below is the
 # paper's recurrence, kept to show the gap. See _spent_checkpoint_schedule for a concrete schedule.
 _PAPER_MSM_GAP = {(7, 2.5), (7, 3.0), (7, 7 / 3), (8, 2.5), (8, 3.0), (8, 7 / 3)}
 
@@ -347,7 +348,6 @@ def _spent_checkpoint_schedule():
     """t=7, alpha=3, 4 units: 13 forwards. Store h_2, h_4, h_5 (4 units with h_0); back-propagate steps 7, 6, 5;
     load h_2 for the last time, free it and reuse its unit for I_3 (1 + 3 = 4 units); steps 4, 3; then I_1 from
     h_0 for steps 2, 1. The MSM recurrence charges h_2 for the whole sub-problem (2, 4] and finds 14."""
-    Op = memjax.Op
     rows = [
         (Op.ADVANCE, 0, 2, -1),
         (Op.SAVE_HIDDEN, 2, 2, 0),
@@ -376,7 +376,7 @@ def _spent_checkpoint_schedule():
         (Op.FREE, 0, 3, 0),
     ]
     op, start, stop, offset = (np.array(c) for c in zip(*rows))
-    return memjax.Schedule(7, op, start, stop, offset, 1, 3)
+    return Schedule(7, op, start, stop, offset, 1, 3)
 
 
 def test_spent_checkpoint_schedule_is_valid():
@@ -389,7 +389,7 @@ def test_msm_is_optimal_against_the_spent_checkpoint_schedule():
     assert solve(7, 4.0, alpha=3.0).cost <= _spent_checkpoint_schedule().forward_count
     assert solve(7, 4.0, alpha=3.0).cost == 13 and paper_msm(7, 4, 1, 3) == 14  # the paper's recurrence: 14
     assert solve(10, 3.0, alpha=2.0).cost == 23 and paper_msm(10, 3, 1, 2) == 24
-    # the emitted schedule is the one of the docstring: h_2 is spent for I_3
+    # the emitted schedule is the one of _spent_checkpoint_schedule: h_2 is spent for I_3
     schedule = solve(7, 4.0, alpha=3.0).schedule()
     rows = list(zip(schedule.op.tolist(), schedule.start.tolist(), schedule.stop.tolist(), schedule.offset.tolist()))
     expected = [
@@ -404,7 +404,7 @@ def msm_recurrence(t: int, q: int, s: int, i: int, refined: bool, freeable: bool
     """An MSM recurrence in quanta, memoised pure Python.
 
     ``refined=False``: the paper's (a sub-problem's start is held throughout). ``refined=True``: the N / F
-    recurrences of memjax._solver's docstring (``freeable``: F), where a hidden split's right part starts from a
+    recurrences of docs/solver.md (``freeable``: F), where a hidden split's right part starts from a
     freeable checkpoint and a freeable start may be spent (freed, with ``I_{a+1}`` stored in its place).
     """
     if q < s:
@@ -708,7 +708,7 @@ def test_memory_for_every_internal_state_is_the_tables_floor_without_solving(kin
     throughout) without a table; its schedule must be the one the solved table gives."""
     s, i = _solver._quantize(alpha)
     for t in range(1, 25):
-        full = _solver._full_quanta(t, s, i, True)
+        full = _closed_forms._full_quanta(t, s, i, True)
         policy = solve(t, full / s, alpha=alpha, kind=kind)
         assert policy.cost == t
         if t >= 2:
@@ -744,7 +744,7 @@ def test_two_forward_lower_bound_is_reached_without_a_table(kind, alpha):
         for t in range(1, length + 1):
             bound = max(t, 2 * t - 1 - slots)
             assert table.cost(t, q) >= bound, (t, q)
-            if t <= _solver._two_forward_length(slots):
+            if t <= _closed_forms._two_forward_length(slots):
                 assert table.cost(t, q) == bound, (t, q)
                 shortcut.append((t, q))
     assert {(t, quanta) for t in range(1, length + 1)} <= set(shortcut)  # 12 internal states: A(12) = 103 >= 70
@@ -758,7 +758,7 @@ def test_two_forward_lower_bound_is_reached_without_a_table(kind, alpha):
 
 
 def test_long_queries_get_a_table_of_their_own_with_the_shared_tables_policy(monkeypatch):
-    """From _QUERY_LENGTH steps on, solve builds a table capped for the query (fact 9 of memjax._dp_kernels): its
+    """From _QUERY_LENGTH steps on, solve builds a table capped for the query (docs/solver.md, fact 15): its
     policy is the shared table's, action for action, and asking again (the lru cache emptied) solves nothing."""
     calls = []
     original = _solver._solve_table
@@ -770,51 +770,47 @@ def test_long_queries_get_a_table_of_their_own_with_the_shared_tables_policy(mon
     monkeypatch.setattr(_solver, "_solve_table", counting)
     monkeypatch.setattr(_solver, "_QUERY_LENGTH", 50)
     for alpha, memory in ((7.5, 12.0), (2.5, 5.5), (7 / 3, 9.0)):
-        monkeypatch.setattr(_solver, "_TABLES", {})
-        monkeypatch.setattr(_solver, "_QUERY_TABLES", {})
-        solve.cache_clear()
+        clear_caches()
         calls.clear()
         s, i = _solver._quantize(alpha)
         t, q = 90, math.floor(memory * s)
-        assert t > _solver._two_forward_length((q - s) // i)  # a table is needed
+        assert t > _closed_forms._two_forward_length((q - s) // i)  # a table is needed
         policy = solve(t, memory, alpha=alpha)
         assert calls == [True] and _solver._TABLES == {}
         table = _solver._QUERY_TABLES[(s, i, True, True)]
-        assert table.path is not None and table.exact(t, q)
+        assert table.query_caps is not None and table.exact(t, q)
         shared = _solver._table(t, q, s, i, True, True, _solver._INF)
-        assert shared.path is None and policy.cost == shared.cost(t, q)
+        assert shared.query_caps is None and policy.cost == shared.cost(t, q)
         from_shared = Policy(
             "msm", t, memory, alpha, shared.cost(t, q), s, i, q, functools.partial(_solver._table_decide, shared)
         )
         for column in ("op", "start", "stop", "offset"):
             assert np.array_equal(getattr(policy.schedule(), column), getattr(from_shared.schedule(), column))
         assert simulate(policy.schedule(), budget_quanta=q).forward_count == policy.cost
-        solve.cache_clear()
+        _solver._solve.cache_clear()
         calls.clear()
         assert solve(t, memory, alpha=alpha).cost == policy.cost and calls == []  # the shared table holds it now
         _solver._TABLES.clear()
-        solve.cache_clear()
+        _solver._solve.cache_clear()
         assert solve(t, memory, alpha=alpha).cost == policy.cost and calls == []  # and so does the query table
-    solve.cache_clear()
+    clear_caches()
 
 
 @pytest.mark.slow
 def test_query_table_at_t_10000_gives_the_shared_tables_policy(monkeypatch):
-    """At t = 10^4 (1% of store-all, alpha = 7.5) solve builds a table capped for the query alone (fact 9 of
-    memjax._dp_kernels); its policy must be the one the shared, growing table gives, action for action."""
-    monkeypatch.setattr(_solver, "_TABLES", {})
-    monkeypatch.setattr(_solver, "_QUERY_TABLES", {})
-    solve.cache_clear()
+    """At t = 10^4 (1% of store-all, alpha = 7.5) solve builds a table capped for the query alone (docs/solver.md,
+    fact 15); its policy must be the one the shared, growing table gives, action for action."""
+    clear_caches()
     t, s, i, q = 10_000, 2, 15, 1499
     policy = solve(t, q / s, alpha=7.5)
     assert _solver._TABLES == {}  # not the shared table
     table = _solver._table(t, q, s, i, True, True, t + 1)
-    assert table.path is None and table.exact(t, q)
+    assert table.query_caps is None and table.exact(t, q)
     shared = Policy("msm", t, q / s, 7.5, table.cost(t, q), s, i, q, functools.partial(_solver._table_decide, table))
     assert policy.cost == shared.cost
     for column in ("op", "start", "stop", "offset"):
         assert np.array_equal(getattr(policy.schedule(), column), getattr(shared.schedule(), column))
-    solve.cache_clear()
+    clear_caches()
 
 
 @pytest.mark.slow
@@ -823,7 +819,7 @@ def test_two_forward_policy_at_t_10000_equals_the_table():
     store-all), solve's answer costs what the exact table gives."""
     t, s, i = 10_000, 2, 15
     q = 2 + 15 * 139
-    assert _solver._two_forward_length((q - s) // i) >= t > _solver._two_forward_length((q - s) // i - 1)
+    assert _closed_forms._two_forward_length((q - s) // i) >= t > _closed_forms._two_forward_length((q - s) // i - 1)
     table = _solver._exact_table(t, q, s, i, hidden=True)
     policy = solve(t, q / s, alpha=7.5)
     assert policy.cost == table.cost(t, q) == 2 * t - 1 - 139
@@ -873,8 +869,7 @@ def test_solve_is_cached_and_tables_are_reused(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(_solver, "_solve_table", counting)
-    monkeypatch.setattr(_solver, "_TABLES", {})
-    solve.cache_clear()
+    clear_caches()
     alpha = 4.75  # s = 4, i = 19: no other test uses these quanta
 
     first = solve(40, 30.0, alpha=alpha)
@@ -885,10 +880,10 @@ def test_solve_is_cached_and_tables_are_reused(monkeypatch):
     assert first.schedule() is first.schedule()
 
     table = _solver._TABLES[(4, 19, True, True)]
-    # cells capped one above the cost bound (fact 7 of memjax._dp_kernels), here below Chen's forwards and 2t
-    bound = _solver._cost_bound(40, 120, 4, 19, True)
-    assert bound <= solve(40, 30.0, alpha=alpha, kind="chen").cost < 2 * 40 and table.slack == bound + 1 - 40
-    solve.cache_clear()
+    # cells capped one above the cost bound (docs/solver.md, fact 14), here below Chen's forwards and 2t
+    bound = _closed_forms._cost_bound(40, 120, 4, 19, True)
+    assert bound <= solve(40, 30.0, alpha=alpha, kind="chen").cost < 2 * 40 and table.cap_slack == bound + 1 - 40
+    _solver._solve.cache_clear()  # the policies only: the table stays
     again = solve(40, 30.0, alpha=alpha)  # a new Policy, solved from the cached table
     assert again is not first and again == first and again.cost == first.cost
     assert solve(20, 12.5, alpha=alpha).cost > 0  # a smaller query: covered by the cached table
@@ -897,7 +892,7 @@ def test_solve_is_cached_and_tables_are_reused(monkeypatch):
     assert _solver._TABLES[(4, 19, True, True)] is table
 
     assert min_memory(40, 200, alpha=alpha) > 0  # up to 200 forwards: needs cells below 161 + t exact
-    assert len(calls) == 2 and _solver._TABLES[(4, 19, True, True)].slack == 161
+    assert len(calls) == 2 and _solver._TABLES[(4, 19, True, True)].cap_slack == 161
     solve(60, 10.0, alpha=alpha)  # longer: the table grows to (80 steps, 120 quanta), covering both queries
     assert len(calls) == 3 and _solver._TABLES[(4, 19, True, True)].shape == (81, 121)
     solve(40, 30.0, alpha=alpha, kind="msm")
@@ -911,7 +906,7 @@ def test_solve_is_cached_and_tables_are_reused(monkeypatch):
     assert len(calls) == 4
     solve(20, 12.5, alpha=alpha, kind="ism")  # another kind: another table; above 2t + 1, so capped at its bound
     assert len(calls) == 6 and len(_solver._TABLES) == 2 and calls[-1][-1] > calls[-2][-1]
-    solve.cache_clear()
+    clear_caches()
 
 
 def test_growing_queries_solve_logarithmically_many_tables(monkeypatch):
@@ -923,8 +918,7 @@ def test_growing_queries_solve_logarithmically_many_tables(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(_solver, "_solve_table", counting)
-    monkeypatch.setattr(_solver, "_TABLES", {})
-    solve.cache_clear()
+    clear_caches()
     costs = [solve(55, q / 3, alpha=7 / 3).cost for q in range(3, 382)]
     assert 1 <= len(calls) <= 9, calls  # quanta 3, 6, 12, ..., 381 (store-all): one solve per doubling
     assert costs[-1] == 55 and all(a >= b for a, b in zip(costs, costs[1:]))
@@ -932,7 +926,7 @@ def test_growing_queries_solve_logarithmically_many_tables(monkeypatch):
     for t in range(56, 400):  # longer and longer at a fixed budget: the length doubles too
         solve(t, 4.0, alpha=7 / 3)
     assert 1 <= len(calls) <= 4, calls
-    solve.cache_clear()
+    clear_caches()
 
 
 def test_policy_fields():

@@ -1,10 +1,11 @@
-"""Equality of the fast column-wise DP (``memjax._solver._solve_table``) with a plain DP of the same recurrences.
+"""Equality of the fast column-wise DP (``memjax._dp_kernels``) with a plain DP of the same recurrences.
 
-``reference_solve_table`` below is the oracle: the N / F recurrences of ``memjax._solver`` (the paper's BPTT-MSM
+``reference_solve_table`` below is the oracle: the N / F recurrences of ``docs/solver.md`` (the paper's BPTT-MSM
 refined with spent checkpoints; HSM and ISM when one option is disabled) solved bottom-up in ``t`` by brute force
 over every split, vectorised over ``q``, with no pruning and no candidate sets. Costs must be identical
 everywhere; decisions must be optimal (their cost recomputes to the table's), and with the tie rule "nothing <
-hidden < internal < spent, smallest split" they are also compared to the brute-force argmin.
+hidden < internal < spent, smallest split" they are also compared to the brute-force argmin. Facts are those of
+``docs/solver.md``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import itertools
 import numpy as np
 import pytest
 
-from memjax import _solver
-from memjax._solver import _full_quanta, _quantize
+from memjax import _closed_forms, _dp_kernels, _solver
+from memjax._closed_forms import _full_quanta
+from memjax._solver import _quantize
 
 _INF = 2**60
 _NOTHING, _HIDDEN, _INTERNAL, _SPENT = 0, 1, 2, 3
@@ -192,9 +194,7 @@ def test_fast_decisions_cost_what_the_table_says(alpha):
 
 
 def test_sparse_runs_are_exercised_and_agree_with_dense_runs(monkeypatch):
-    """Fact 6 (sparse verification at the knots) is used, and gives the tables that dense runs give."""
-    from memjax import _dp_kernels
-
+    """Fact 13 (sparse verification at the events) is used, and gives the tables that dense runs give."""
     sparse = []
     original = _dp_kernels._events
 
@@ -211,7 +211,7 @@ def test_sparse_runs_are_exercised_and_agree_with_dense_runs(monkeypatch):
     monkeypatch.setattr(_dp_kernels, "_events", lambda *args: None)
     want = _dp_kernels.solve_columns(length, quanta, s, i, True, True)
     for q in range(s, quanta + 1):
-        assert got.fixed[q] == want.fixed[q] and got.free[q] == want.free[q], q
+        assert got.fixed_start[q] == want.fixed_start[q] and got.freeable_start[q] == want.freeable_start[q], q
     for t in range(2, length + 1, 37):
         for q in range(s, quanta + 1, 41):
             for freeable in (False, True):
@@ -221,7 +221,7 @@ def test_sparse_runs_are_exercised_and_agree_with_dense_runs(monkeypatch):
 @pytest.mark.parametrize("alpha", (1.0, 2.5, 7.5))
 @pytest.mark.parametrize("hidden,internal", _OPTIONS)
 def test_capped_tables_are_exact_below_the_cap(alpha, hidden, internal):
-    """Fact 7: with ``slack``, every cell is ``min(C(t, q), slack + t)``, and decisions are exact below the cap."""
+    """Fact 14: with ``slack``, every cell is ``min(C(t, q), slack + t)``, and decisions are exact below the cap."""
     s, i = _quantize(alpha)
     length, quanta = 150, (s + i * 149) // 8
     want, want_free = reference_solve_table(length, quanta, s, i, hidden, internal)
@@ -244,7 +244,8 @@ def _fast_capped(length, quanta, s, i, hidden, internal, slack):
 
 
 def test_costs_grow_by_at_least_one_per_step():
-    """Fact 7's early stop relies on ``C(t + 1, q) >= C(t, q) + 1`` (dropping the last step saves its forward)."""
+    """Fact 6, on which fact 14's early stop relies: ``C(t + 1, q) >= C(t, q) + 1`` (dropping the last step saves
+    its forward)."""
     for alpha in (1.0, 7 / 3, 7.5):
         s, i = _quantize(alpha)
         for hidden, internal in _OPTIONS:
@@ -255,7 +256,7 @@ def test_costs_grow_by_at_least_one_per_step():
 
 
 def test_costs_grow_by_at_least_two_beyond_the_floor():
-    """Fact 8: with internal states, ``N(t + 1, q) >= N(t, q) + 2`` from the floor length ``full = (q - s) // i +
+    """Fact 7: with internal states, ``N(t + 1, q) >= N(t, q) + 2`` from the floor length ``full = (q - s) // i +
     1`` on, and ``F`` likewise from ``full + 1`` (at ``full`` a spent start stores one more step)."""
     for alpha in (1.0, 7 / 3, 2.5, 7.5):
         s, i = _quantize(alpha)
@@ -269,7 +270,7 @@ def test_costs_grow_by_at_least_two_beyond_the_floor():
 
 
 def _query_caps(length, quanta, s, i, hidden, slack):
-    """Fact 9's caps for the query ``(length, quanta)``, written out independently of ``memjax._dp_kernels``."""
+    """Fact 15's caps for the query ``(length, quanta)``, written out independently of ``memjax._columns``."""
     most = slack - 1
     per = (i - s) if hidden and i > s else i
     t = np.arange(length + 1)[:, None]
@@ -282,14 +283,14 @@ def _query_caps(length, quanta, s, i, hidden, slack):
     "alpha,hidden", [(2.5, True), (7 / 3, True), (7.5, True), (2.5, False), (7.5, False), (0.5, False)]
 )
 def test_query_tables_are_exact_below_their_caps(alpha, hidden):
-    """Fact 9: a table capped for one query holds ``min(C(t, q), cap(t, q))`` in every cell of N and F, the exact
+    """Fact 15: a table capped for one query holds ``min(C(t, q), cap(t, q))`` in every cell of N and F, the exact
     decision wherever it is below the cap, and the query's cell is exact whenever its cost is below ``slack + t``."""
     s, i = _quantize(alpha)
     length, quanta = 160, (s + i * 159) // 10
     want, want_free = reference_solve_table(length, quanta, s, i, hidden, True)
     for slack in (3, 40, 161, 400):
         got_table = _solver._solve_table(length, quanta, s, i, hidden, True, slack, query=True)
-        assert got_table.path is not None
+        assert got_table.query_caps is not None
         fixed, free = got_table.dense()
         cap = _query_caps(length, quanta, s, i, hidden and i > s, slack)
         for g, w in (
@@ -309,14 +310,14 @@ def test_query_tables_are_exact_below_their_caps(alpha, hidden):
 
 @pytest.mark.parametrize("alpha", (1.0, 2.0, 7 / 3, 7.5))
 def test_cost_bound_is_an_upper_bound(alpha):
-    """The bound used to cap tables (``_solver._cost_bound``: binomial, Chen's and the chain of checkpoints) is never
-    below the optimum."""
+    """Fact 5: the bound used to cap tables (``_closed_forms._cost_bound``: binomial, Chen's and the chain of
+    checkpoints) is never below the optimum."""
     s, i = _quantize(alpha)
     length, quanta = 200, (s + i * 199) // 3
     for hidden in (True, False):
         want, _ = reference_solve_table(length, quanta, s, i, hidden, True)
         for t in range(1, length + 1, 7):
             for q in range(s, quanta + 1, 3):
-                assert want.cost[t, q] <= _solver._cost_bound(t, q, s, i, hidden), (t, q, hidden)
+                assert want.cost[t, q] <= _closed_forms._cost_bound(t, q, s, i, hidden), (t, q, hidden)
                 if hidden and q >= 2 * s:
-                    assert want.cost[t, q] <= _solver._chain_cost(t, q, s, i), (t, q)
+                    assert want.cost[t, q] <= _closed_forms._chain_cost(t, q, s, i), (t, q)

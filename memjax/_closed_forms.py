@@ -1,0 +1,180 @@
+"""Costs known without a table, and the policies that reach them (pure Python and numpy).
+
+* :func:`hsm_cost`: binomial checkpointing (BPTT-HSM) in closed form, and an optimal split (``docs/solver.md``,
+  fact 3);
+* :func:`_two_forward_length`: how far the two-forward lower bound of MSM and ISM is reached (fact 4), and the
+  policy that reaches it;
+* Chen's equal segments (:func:`_chen_segment`);
+* :func:`_cost_bound`: upper bounds on the MSM and ISM optimum (fact 5), which cap the DP tables;
+* the decisions of the kinds that need no table (``"hsm"``, ``"recompute"``, ``"store_all"``, ``"chen"`` and the
+  two-forward policy), in the form the schedule emitter reads (:data:`memjax._emit.Decide`).
+
+Notation (``docs/conventions.md``): ``t`` is a number of steps, ``q`` a budget in quanta, ``s`` and ``i`` the
+quanta of a hidden and of an internal state; ``M = (q - s) // i`` internal states fit besides the start.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from memjax._columns import _HIDDEN, _INF, _INTERNAL, _NOTHING
+
+__all__ = ["hsm_cost"]
+
+
+def hsm_cost(length: int, memory: int) -> int:
+    """Closed form of BPTT-HSM (binomial checkpointing), paper eq. 3 and Griewank (1992).
+
+    ``C(t, m) = (r + 1) t - binom(m + r, r - 1)`` with ``r`` the smallest integer such that
+    ``binom(m + r, r) >= t``; ``C(0, m) = 0``, ``C(1, m) = 1``, ``C(t, 1) = t (t + 1) / 2`` (docs/solver.md,
+    fact 3).
+
+    Args:
+      length: number of steps ``t >= 0``.
+      memory: hidden-state slots ``m >= 1``, the slot of the starting state included.
+
+    Returns:
+      The least number of forward step evaluations, the first forward pass included.
+    """
+    t, m = int(length), int(memory)
+    if t <= 1:
+        return t
+    if m == 1:
+        return t * (t + 1) // 2
+    r, beta = _repetitions(t, m)
+    return (r + 1) * t - math.comb(m + r, r - 1)
+
+
+def _repetitions(t: int, m: int) -> tuple[int, int]:
+    """The smallest ``r`` with ``beta = binom(m + r, r) >= t`` (m >= 2), and that beta."""
+    r, beta = 0, 1
+    while beta < t:
+        r += 1
+        beta = beta * (m + r) // r
+    return r, beta
+
+
+def _hsm_split(t: int, m: int) -> int:
+    """An optimal first checkpoint ``y`` for BPTT-HSM (t >= 2, m >= 2).
+
+    Optimal splits form a range (fact 3); the ends of Griewank's range are tried first and a scan settles any
+    doubt.
+    """
+    best = hsm_cost(t, m)
+    r, _ = _repetitions(t, m)
+    candidates = (t - math.comb(m - 1 + r, r), math.comb(m + r - 1, r - 1), 1)
+    for y in candidates:
+        y = min(max(y, 1), t - 1)
+        if y + hsm_cost(y, m) + hsm_cost(t - y, m - 1) == best:
+            return y
+    for y in range(1, t):  # pragma: no cover - the candidates are proven optimal on the tested grid
+        if y + hsm_cost(y, m) + hsm_cost(t - y, m - 1) == best:
+            return y
+    raise AssertionError("no optimal split found")  # pragma: no cover
+
+
+def _full_quanta(t: int, s: int, i: int, internal: bool) -> int:
+    """Quanta from which ``C(t, q)`` is at its floor (fact 1): ``t`` with internal states, ``2t - 1`` without."""
+    return s + i * (t - 1) if internal else s * t
+
+
+def _two_forward_length(slots: int) -> int:
+    """The longest ``t`` for which :func:`_two_forward_decide` reaches ``C(t, q) = max(t, 2t - 1 - M)``, the lower
+    bound of every MSM and ISM policy, with ``M = slots = (q - s) // i``: ``A(M) = 1 + M (M + 1) / 2 + 2M``
+    (docs/solver.md, fact 4)."""
+    return 1 + slots * (slots + 1) // 2 + 2 * slots
+
+
+def _two_forward_decide(s: int, i: int, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
+    """The decisions of the policy of :func:`_two_forward_length` (fact 4): Chen's segments with internal states
+    as checkpoints, each as long as the memory left at its turn allows (never a hidden state, so never
+    freeable)."""
+    t, slots = b - a, (q - s) // i
+    if t <= slots + 1:
+        return _INTERNAL, 1  # every internal state fits
+    return _INTERNAL, min(slots + 2, t - slots)
+
+
+def _chen_memory(t: int, segment: np.ndarray, s: int, i: int) -> np.ndarray:
+    """Peak quanta of Chen's scheme with segments of ``segment`` steps (the last one possibly shorter)."""
+    count = -(-t // segment)
+    last = t - (count - 1) * segment
+    first_sweep = count * s + (last - 1) * i
+    later = np.where(count > 1, (count - 1) * s + (segment - 1) * i, 0)
+    return np.maximum(first_sweep, later)
+
+
+def _chen_segment(t: int, q: int, s: int, i: int) -> tuple[int, int]:
+    """The segment length with the fewest forwards (``2t - last segment``) that fits ``q`` quanta, and those
+    forwards."""
+    segment = np.arange(1, t + 1)
+    last = t - (-(-t // segment) - 1) * segment
+    cost = 2 * t - last
+    feasible = _chen_memory(t, segment, s, i) <= q
+    cost = np.where(feasible, cost, _INF)
+    best = int(np.argmin(cost))  # ties: the shortest segment, i.e. the least stored internal states
+    return int(segment[best]), int(cost[best])
+
+
+def _chen_decide(t: int, segment: int, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
+    last_start = (-(-t // segment) - 1) * segment
+    if b == t and a < last_start:
+        return _HIDDEN, segment  # a checkpoint at the next segment boundary
+    return _INTERNAL, 1  # inside a segment: store every internal state
+
+
+def _hsm_decide(a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
+    t = b - a
+    if q <= 1:
+        return _NOTHING, 0
+    return _HIDDEN, _hsm_split(t, min(q, t))
+
+
+def _recompute_decide(a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
+    return _NOTHING, 0
+
+
+def _store_all_decide(a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
+    return _INTERNAL, 1
+
+
+def _cost_bound(t: int, q: int, s: int, i: int, hidden: bool) -> int:
+    """An upper bound on the cost of MSM (``hidden``) or ISM with ``q >= s`` quanta (fact 5): the cheapest of
+    binomial checkpointing and, for MSM, Chen's segments and :func:`_chain_cost`.
+
+    The closer the bound, the lower the caps of a table solved for it (facts 14 and 15), and the fewer its cells.
+    """
+    bound = hsm_cost(t, (q - s) // i + 1)
+    if hidden:
+        bound = min(bound, hsm_cost(t, q // s), _chen_segment(t, q, s, i)[1], _chain_cost(t, q, s, i))
+    return bound
+
+
+def _chain_cost(t: int, q: int, s: int, i: int) -> int:
+    """The cost of an MSM policy (fact 5): a chain of hidden checkpoints, each followed by the rest of the sequence
+    and then its left part, which fits at its floor (``y = M + 1`` steps: two forwards per step), until the rest
+    fits the two-forward policy (:func:`_two_forward_length`).
+
+    Where the chain cannot reach that far, its first left parts are as long as needed, solved by the two-forward
+    policy (three forwards per step); without room for an internal state, binomial checkpointing ends it.
+    """
+    reach = {}  # width -> the longest sequence the chain of floors covers from it, for the widths q - k s
+    for width in range(q - (q - s) // s * s, q + 1, s):
+        slots = (width - s) // i
+        reach[width] = _two_forward_length(slots)
+        if width - s >= s:
+            reach[width] = max(reach[width], slots + 1 + reach[width - s])
+    cost = 0
+    while True:
+        slots = (q - s) // i
+        if t <= _two_forward_length(slots):
+            return cost + max(t, 2 * t - 1 - slots)
+        if slots < 1 or q - s < s:
+            return cost + hsm_cost(t, q // s)
+        y = slots + 1  # the left part at its floor
+        if t > reach[q]:  # too long for floors alone: a longer left part, two-forward
+            y = max(y, min(_two_forward_length(slots), t - reach[q - s]))
+        cost += y + max(y, 2 * y - 1 - slots)
+        t, q = t - y, q - s
