@@ -1,14 +1,15 @@
 """Flat, static recomputation schedules and their symbolic simulator (pure numpy, no JAX).
 
 A :class:`Schedule` is the flattened form of a policy's recursion (Gruslys et al. 2016, section 3; the
-``BP`` procedure in ``../shared/reference/bptt.md``): a table of integer actions that a fixed program can run
-without recursion. Positions are step counts: the hidden state ``h_k`` is the carry after ``k`` steps, step ``k``
-maps ``(h_{k-1}, x_k)`` to ``h_k`` and its internal state ``I_k`` (the VJP residuals of that step).
+``BP`` procedure of ``docs/solver.md``, section 3, flattened by :mod:`memjax._emit`): a table of integer actions
+that a fixed program can run without recursion. Positions are step counts: the hidden state ``h_k`` is the carry
+after ``k`` steps, step ``k`` maps ``(h_{k-1}, x_k)`` to ``h_k`` and its internal state ``I_k`` (the VJP residuals
+of that step).
 
 Memory is a stack of *quanta*: a hidden state takes ``hidden_quanta`` of them, an internal state (residuals plus
 the carry ``h_k`` needed to resume from it) ``internal_quanta``. Offsets are in quanta from the bottom of the
 stack; the starting state ``h_0`` lives outside the stack (it is the scan's ``init``) but counts towards the
-budget, exactly as in the paper's recurrences.
+budget, exactly as in the paper's recurrences (``docs/conventions.md``).
 
 Actions (columns ``op``, ``start``, ``stop``, ``offset``):
 
