@@ -14,9 +14,9 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.ad_checkpoint import checkpoint_name
 
 import memjax
+from memjax.models import gru, lstm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # so that test files (and subprocess scripts) can ``import helpers``
@@ -37,36 +37,22 @@ RTOL = {
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _gated_params(key, n_in: int, hidden: int, gates: int, names: tuple[str, str, str], dtype) -> dict:
-    """Input weights, recurrent weights and bias of a cell with ``gates`` gates, under ``names``."""
-    k1, k2, k3 = jax.random.split(key, 3)
-    scale = 1.0 / np.sqrt(hidden)
-    w_in, w_rec, bias = names
-    return {
-        w_in: (jax.random.normal(k1, (n_in, gates * hidden)) * scale).astype(dtype),
-        w_rec: (jax.random.normal(k2, (hidden, gates * hidden)) * scale).astype(dtype),
-        bias: (jax.random.normal(k3, (gates * hidden,)) * 0.1).astype(dtype),
-    }
+# The models are memjax.models' own (parameters {"W", "U", "b"}, gate pre-activations named "gates", an identity
+# unless a jax.checkpoint policy such as save_only_these_names("gates") reads the name); the helpers below add
+# the tests' dtypes, random initial states and a dict carry with an integer counter.
 
 
 def lstm_params(key, n_in: int, hidden: int, dtype=jnp.float32) -> dict:
-    return _gated_params(key, n_in, hidden, 4, ("W", "U", "b"), dtype)
+    return lstm.init_params(key, n_in, hidden, dtype=dtype)
 
 
-def lstm_step(params, carry, x):
-    """One LSTM step: carry ``(h, c)``, output ``h``; the gate pre-activations are named ``"gates"`` (an identity
-    unless a ``jax.checkpoint`` policy such as ``save_only_these_names("gates")`` reads the name)."""
-    h, c = carry
-    z = checkpoint_name(x @ params["W"] + h @ params["U"] + params["b"], "gates")
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return (h, c), h
+lstm_step = lstm.step  # carry (h, c), output h
 
 
 def lstm_init(batch: int, hidden: int, dtype=jnp.float32, key=None):
+    """The zero carry, or with ``key`` a random one (so that the initial carry's gradient is not trivial)."""
     if key is None:
-        return jnp.zeros((batch, hidden), dtype), jnp.zeros((batch, hidden), dtype)
+        return lstm.initial_carry(batch, hidden, dtype)
     k1, k2 = jax.random.split(key)
     return (
         (jax.random.normal(k1, (batch, hidden)) * 0.5).astype(dtype),
@@ -75,30 +61,22 @@ def lstm_init(batch: int, hidden: int, dtype=jnp.float32, key=None):
 
 
 def gru_params(key, n_in: int, hidden: int, dtype=jnp.float32) -> dict:
-    return _gated_params(key, n_in, hidden, 3, ("Wx", "Wh", "b"), dtype)
+    return gru.init_params(key, n_in, hidden, dtype=dtype)
 
 
 def gru_step(params, carry, x):
-    """One GRU step over a dict carry ``{"h": (B, H) float, "n": () int32 step counter}``.
+    """The GRU of memjax.models.gru over a dict carry ``{"h": (B, H) float, "n": () int32 step counter}``.
 
-    The counter also modulates the update (so it is used, not just carried); outputs are a dict too.
+    The counter scales the state fed back (so it is used, not just carried); outputs are a dict too.
     """
     h, n = carry["h"], carry["n"]
-    gx = x @ params["Wx"] + params["b"]
-    gh = h @ params["Wh"]
-    xr, xz, xn = jnp.split(gx, 3, axis=-1)
-    hr, hz, hn = jnp.split(gh, 3, axis=-1)
-    r = jax.nn.sigmoid(xr + hr)
-    z = jax.nn.sigmoid(xz + hz)
-    cand = jnp.tanh(xn + r * hn)
-    phase = jnp.cos(n.astype(h.dtype) * 0.3)
-    h = (1 - z) * cand + z * h * phase
+    h, _ = gru.step(params, h * jnp.cos(n.astype(h.dtype) * 0.3), x)
     return {"h": h, "n": n + 1}, {"out": h, "n": n}
 
 
 def gru_init(batch: int, hidden: int, dtype=jnp.float32, key=None) -> dict:
     h = (
-        jnp.zeros((batch, hidden), dtype)
+        gru.initial_carry(batch, hidden, dtype)
         if key is None
         else (jax.random.normal(key, (batch, hidden)) * 0.5).astype(dtype)
     )
