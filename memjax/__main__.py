@@ -1,5 +1,7 @@
 """Command line of memjax: ``python -m memjax demo`` and ``python -m memjax plan`` (also the ``memjax`` script).
 
+``plan`` imports no JAX (:mod:`memjax._plan_report`); ``demo`` imports it with :mod:`memjax._demo`, only when run.
+
 python -m memjax demo [--length 1000] [--memory 5%] [--kind msm] [--steps 150] [--batch 16] [--hidden 128]
 python -m memjax plan --length 1000 --memory 5% --alpha 5 [--kind msm] [--width 72] [--height 20]
 """
@@ -19,6 +21,7 @@ def _memory(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from memjax._plan import SCAN_KINDS
     from memjax._solver import KINDS
 
     parser = argparse.ArgumentParser(
@@ -41,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="memjax budget: '5%%' of what lax.scan stores, '16MiB', '5000B', or 'none' for the "
         "least memory with two forwards per step (default 5%%)",
     )
-    demo.add_argument("--kind", choices=KINDS, default="msm", help="policy kind (default msm)")
+    demo.add_argument(
+        "--kind", choices=SCAN_KINDS, default="msm", help="policy kind, or auto: the fastest predicted (default msm)"
+    )
     demo.add_argument("--steps", type=int, default=150, help="training steps (default 150)")
     demo.add_argument("--batch", type=int, default=16, help="sequences per batch (default 16)")
     demo.add_argument("--hidden", type=int, default=128, help="LSTM units (default 128)")
@@ -76,12 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from memjax import _demo
-
     try:
         if args.command == "plan":
+            from memjax._plan_report import plan_report  # no JAX: planning needs the solver alone
+
             print(
-                _demo.plan_report(
+                plan_report(
                     args.length,
                     args.memory,
                     alpha=args.alpha,
@@ -92,7 +97,9 @@ def main(argv=None) -> int:
                 )
             )
         else:
-            _demo.run_demo(
+            from memjax._demo import run_demo
+
+            run_demo(
                 length=args.length,
                 memory=args.memory,
                 kind=args.kind,

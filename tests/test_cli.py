@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-import memjax
-from memjax import _demo
+import memjax.planning
+from memjax import _demo, _plan_report
 from memjax.__main__ import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def test_run_demo_returns_measurements():
 
 def test_plan_prints_cost_and_picture():
     out = _run("-m", "memjax", "plan", "--length", "1000", "--memory", "5%", "--alpha", "5", "--height", "12")
-    policy = memjax.solve(1000, 0.05 * (1 + 999 * 5), alpha=5, kind="msm")
+    policy = memjax.planning.solve(1000, 0.05 * (1 + 999 * 5), alpha=5, kind="msm")
     assert f"cost           {policy.cost} forward evaluations" in out
     assert f"{policy.forwards_per_step:.3f} forwards per step" in out
     assert "peak memory" in out and "legend:" in out
@@ -95,10 +95,32 @@ def test_plan_prints_cost_and_picture():
     assert "x" in picture[-1] and "-" in picture[0]
 
 
+# ``python -m memjax plan`` in a fresh interpreter where importing JAX or optax fails: planning needs neither.
+_PLAN_WITHOUT_JAX = """
+import runpy, sys
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("jax", "jaxlib", "optax"):
+            raise ImportError(f"import of {name} refused: python -m memjax plan must not import it")
+        return None
+
+sys.meta_path.insert(0, Refuse())
+sys.argv = ["memjax", "plan", "--length", "1000", "--memory", "5%", "--alpha", "5"]
+runpy.run_module("memjax", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_plan_imports_no_jax():
+    out = _run("-c", _PLAN_WITHOUT_JAX)
+    policy = memjax.planning.solve(1000, 0.05 * (1 + 999 * 5), alpha=5, kind="msm")
+    assert f"cost           {policy.cost} forward evaluations" in out and "legend:" in out
+
+
 def test_plan_units_and_actions(capsys):
     assert main(["plan", "--length", "20", "--memory", "4", "--alpha", "2", "--kind", "hsm", "--actions", "5"]) == 0
     out = capsys.readouterr().out
-    assert f"cost           {memjax.hsm_cost(20, 4)} forward evaluations" in out
+    assert f"cost           {memjax.planning.hsm_cost(20, 4)} forward evaluations" in out
     assert "... " in out and "advance" in out
 
 
@@ -108,9 +130,14 @@ def test_plan_rejects_bad_memory(capsys):
     assert main(["plan", "--length", "100", "--memory", "1", "--alpha", "4", "--kind", "chen"]) == 2
 
 
+def test_plan_report_refuses_auto_kind():
+    with pytest.raises(ValueError, match="kind='auto' is not a policy kind"):  # auto measures a step: plan has none
+        _plan_report.plan_report(100, "5%", kind="auto")
+
+
 def test_ascii_schedule_shapes():
-    schedule = memjax.solve(7, 3, alpha=1.0, kind="hsm").schedule()
-    picture = _demo.ascii_schedule(schedule, width=72, height=50)
+    schedule = memjax.planning.solve(7, 3, alpha=1.0, kind="hsm").schedule()
+    picture = _plan_report.ascii_schedule(schedule, width=72, height=50)
     rows = [line for line in picture.splitlines() if re.match(r"^\s*\d+ \|", line)]
     assert len(rows) == schedule.forward_count + 7  # one row per time unit when there are few
     assert all(len(line.split("|", 1)[1]) <= 7 for line in rows)
