@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 import statistics
 import sys
 import time
@@ -42,11 +43,11 @@ __all__ = [
     "pareto_plot",
     "log",
     "MiB",
-    "clear_solver_caches",
     "platform_line",
     "device_memory",
     "error_line",
     "load_baseline",
+    "model",
 ]
 
 
@@ -239,8 +240,8 @@ def run_methods(
             log(f"timing stopped for time after {round_} round(s)")
             break
         # What a run costs depends on the run before it: one that follows a method with a smaller footprint pays
-        # to map its memory again (lax.scan measured up to 1.8x slower that way). So each method runs twice in a
-        # row and only the second run is timed, in a fresh random order each round.
+        # to map its memory again. So each method runs twice in a row and only the second run is timed, in a
+        # fresh random order each round.
         order = np.random.default_rng(round_).permutation(len(runnable))
         for result, compiled in (runnable[i] for i in order):
             jax.block_until_ready(compiled(*args))
@@ -369,20 +370,6 @@ def pareto_plot(results: Sequence[Result], path: str, title: str = "", time: str
     log(f"wrote {path}")
 
 
-def clear_solver_caches() -> None:
-    """Empty memjax's solver caches (its lru caches and solved tables), so that the next solve is timed cold.
-
-    Reaches into ``memjax._solver``, whose private names change: it clears whatever caches it finds there.
-    """
-    from memjax import _solver
-
-    for name, value in vars(_solver).items():
-        if callable(getattr(value, "cache_clear", None)):
-            value.cache_clear()
-        elif name.startswith("_") and name.isupper() and isinstance(value, dict):
-            value.clear()
-
-
 def platform_line() -> str:
     """One line naming the machine the numbers come from."""
     import os
@@ -393,6 +380,34 @@ def platform_line() -> str:
         f"jax {jax.__version__}, {device.platform} ({device.device_kind}), {os.cpu_count()} CPU cores, "
         f"Python {platform.python_version()}"
     )
+
+
+REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
+
+
+def model(name: str):
+    """The module ``memjax.models.<name>`` of this checkout, also where an older memjax comes first on
+    ``sys.path`` (the ``--baseline`` subprocesses of ``gpu.py`` and ``compile_time.py``): before and after then
+    run the very same model, and a copy older than the model still runs.
+
+    The model modules import JAX and no memjax, so the file loads alone when the memjax imported is another.
+    """
+    import importlib
+    import importlib.util
+
+    path = REPOSITORY / "memjax" / "models" / f"{name}.py"
+    try:
+        module = importlib.import_module(f"memjax.models.{name}")
+    except ImportError:
+        module = None
+    if module is not None and pathlib.Path(module.__file__).resolve() == path:
+        return module
+    alias = f"_benchmark_model_{name}"
+    if alias not in sys.modules:
+        spec = importlib.util.spec_from_file_location(alias, path)
+        sys.modules[alias] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[alias])
+    return sys.modules[alias]
 
 
 def load_baseline(directory: str):

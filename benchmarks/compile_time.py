@@ -7,7 +7,7 @@ drop-ins against the scans of JAX, Flax and Haiku at one length.
 inside the body), each case runs in a fresh subprocess (empty caches; a case is cut off after ``--cap`` seconds)
 and reports
 
-* solve: ``memjax.solve`` alone (the policy); plan: ``memjax.plan_scan`` (measuring the step, then solving);
+* solve: ``memjax.planning.solve`` alone (the policy); plan: ``memjax.plan_scan`` (measuring the step, then solving);
   schedule: flattening the policy into its table of actions;
 * trace+lower: ``jax.jit(jax.grad(loss)).lower(...)``, which includes memjax's planning;
 * compile: XLA's ``lowered.compile()``;
@@ -15,7 +15,7 @@ and reports
 * temp: ``compiled.memory_analysis().temp_size_in_bytes``.
 
 memjax's program does not grow with T except for the schedule's integer tables, which it embeds as constants
-(a few int32 per action). The msm solver is the slow part at large T (it is being sped up); hsm is a closed form.
+(a few int32 per action). The msm solver is the slow part at large T; hsm is a closed form.
 
     python benchmarks/compile_time.py [--lengths 100 1000 10000 100000] [--methods lax memjax-hsm memjax-msm]
                                       [--memory 5%] [--cap 120]
@@ -70,13 +70,13 @@ import json, sys, time
 sys.path.insert(0, {bench!r})
 import jax, jax.numpy as jnp
 import memjax
-from lstm import init_params, lstm_step
+from lstm import init_params, initial_carry, lstm_step
 
 T, B, H = {length}, 8, 32
 method, memory = {method!r}, {memory!r}
 params = init_params("lstm", jax.random.PRNGKey(0), H, H)
 xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, H))
-init = (jnp.zeros((B, H)), jnp.zeros((B, H)))
+init = initial_carry("lstm", B, H)
 out = {{}}
 if method == "lax":
     scan = jax.lax.scan
@@ -106,10 +106,9 @@ out["hlo_chars"] = len(lowered.as_text())
 out["compiled_chars"] = len(compiled.as_text())
 out["temp_bytes"] = compiled.memory_analysis().temp_size_in_bytes
 if method != "lax":  # last, so that the caches it empties are not missed by the lowering above
-    from common import clear_solver_caches
-    clear_solver_caches()
+    memjax.clear_caches()
     start = time.perf_counter()
-    memjax.solve(T, plan.policy.memory, alpha=plan.policy.alpha, kind=kind)
+    memjax.planning.solve(T, plan.policy.memory, alpha=plan.policy.alpha, kind=kind)
     out["solve_s"] = time.perf_counter() - start
 print(json.dumps(out))
 """
@@ -153,7 +152,7 @@ def _framework_loss(method: str, memjax, length: int, batch: int, inputs: int, h
 
     key_params, key_xs = jax.random.PRNGKey(0), jax.random.PRNGKey(1)
     if method in ("lax", "memjax"):
-        from lstm import init_params, lstm_step
+        from lstm import init_params, initial_carry, lstm_step
 
         scan = jax.lax.scan if method == "lax" else (lambda f, i, x: memjax.scan(f, i, x, memory=memory))
 
@@ -162,7 +161,7 @@ def _framework_loss(method: str, memjax, length: int, batch: int, inputs: int, h
 
         params = init_params("lstm", key_params, inputs, hidden)
         xs = jax.random.normal(key_xs, (length, batch, inputs))
-        return loss, (params, (jnp.zeros((batch, hidden)), jnp.zeros((batch, hidden))), xs)
+        return loss, (params, initial_carry("lstm", batch, hidden), xs)
     if method in ("flax", "memjax-flax"):
         import flax.linen as nn
 
@@ -559,8 +558,8 @@ def main(argv=None) -> list | dict:
     print(
         "\nEach row is a fresh process. plan: memjax.plan_scan from cold caches (measure the step, then solve); "
         "schedule: flattening the policy into its action table (Policy.schedule(), then cached); trace+lower: "
-        "jit(grad(loss)).lower after both (includes the executor's integer tables); solve: memjax.solve alone, "
-        "from emptied caches, timed last."
+        "jit(grad(loss)).lower after both (includes the executor's integer tables); solve: "
+        "memjax.planning.solve alone, from emptied caches, timed last."
     )
     return results
 

@@ -2,7 +2,8 @@
 
 What it measures, most important first (a global time guard skips what does not fit):
 
-1. LSTM in the paper's setting (Gruslys et al. 2016: 256 inputs, 256 units, batch 64), T = 1000;
+1. the LSTM of ``memjax.models.lstm`` in the paper's setting (Gruslys et al. 2016: 256 inputs, 256 units,
+   batch 64), T = 1000;
 2. the same LSTM at T = 10,000;
 3. the fast-weights RNN of ``memjax.models.fast_weights`` (T = 400, batch 32, 128 units, as
    ``benchmarks/fast_weights.py``).
@@ -150,7 +151,7 @@ def build_case(case: str, sizes: Sizes, memjax_only: bool) -> tuple[str, tuple, 
         key_params, key_xs = jax.random.split(jax.random.PRNGKey(0))
         params = lstm.init_params("lstm", key_params, sizes.inputs, sizes.hidden)
         xs = jax.random.normal(key_xs, (length, sizes.batch, sizes.inputs), jnp.float32)
-        init = tuple(jnp.zeros((sizes.batch, sizes.hidden), jnp.float32) for _ in range(2))
+        init = lstm.initial_carry("lstm", sizes.batch, sizes.hidden)
         title = (
             f"LSTM, T={length}, batch {sizes.batch}, {sizes.inputs} inputs, {sizes.hidden} units "
             "(loss: sum over steps of mean(h^2))"

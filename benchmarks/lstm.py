@@ -1,8 +1,9 @@
 """Gradient memory and time of an LSTM (or GRU) scan: memjax against jax.lax.scan and its peers.
 
-The setting of Gruslys et al. (2016, section 5): an LSTM with 256 inputs and 256 units, batch 64, sequences of
-T = 100 .. 10,000 steps. The loss is computed inside the scan body (the sum over steps of a per-step scalar,
-``mean(h_t ** 2)``) and differentiated with respect to the parameters. Methods:
+The setting of Gruslys et al. (2016, section 5): an LSTM (:mod:`memjax.models.lstm`; ``--cell gru``:
+:mod:`memjax.models.gru`) with 256 inputs and 256 units, batch 64, sequences of T = 100 .. 10,000 steps. The
+loss is computed inside the scan body (the sum over steps of a per-step scalar, ``mean(h_t ** 2)``) and
+differentiated with respect to the parameters. Methods:
 
 * ``jax.lax.scan`` (stores every step's residuals; the reference),
 * ``jax.lax.scan`` over ``jax.checkpoint(body)`` (stores carries, recomputes each step once),
@@ -32,53 +33,39 @@ import time
 import common
 import jax
 import jax.numpy as jnp
-from jax.ad_checkpoint import checkpoint_name
 
 import memjax
 
 # -- cells ------------------------------------------------------------------------------------------------------
 
+# memjax.models' LSTM and GRU, as this checkout defines them (also under a --baseline memjax: common.model).
+MODELS = {"lstm": common.model("lstm"), "gru": common.model("gru")}
+
 
 def init_params(cell: str, key, inputs: int, hidden: int) -> dict:
-    """Parameters of an LSTM (4 gates) or GRU (3 gates), uniform in +-1/sqrt(hidden) as in PyTorch."""
-    gates = {"lstm": 4, "gru": 3}[cell]
-    scale = 1.0 / math.sqrt(hidden)
-    k1, k2, k3 = jax.random.split(key, 3)
-    uniform = functools.partial(jax.random.uniform, minval=-scale, maxval=scale)
-    params = {
-        "wx": uniform(k1, (inputs, gates * hidden)),
-        "wh": uniform(k2, (hidden, gates * hidden)),
-        "b": uniform(k3, (gates * hidden,)),
-    }
-    if cell == "gru":
-        params["bh"] = jnp.zeros((hidden,))
-    return params
+    """Parameters of the model's LSTM (4 gates) or GRU (3 gates), uniform in +-1/sqrt(hidden) as in PyTorch."""
+    return MODELS[cell].init_params(key, inputs, hidden)
+
+
+def initial_carry(cell: str, batch: int, hidden: int):
+    """The model's zero carry: ``(h, c)`` for the LSTM, ``h`` for the GRU."""
+    return MODELS[cell].initial_carry(batch, hidden)
 
 
 def lstm_step(params, carry, x):
     """One LSTM step and its loss term ``mean(h ** 2)``; the gate pre-activations are named ``"gates"``."""
-    h, c = carry
-    gates = checkpoint_name(x @ params["wx"] + h @ params["wh"] + params["b"], "gates")
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return (h, c), jnp.mean(h * h)
+    carry, h = MODELS["lstm"].step(params, carry, x)
+    return carry, jnp.mean(h * h)
 
 
 def gru_step(params, carry, x):
-    """One GRU step (PyTorch's convention: the reset gate multiplies ``W_hn h + b_hn``) and ``mean(h ** 2)``."""
-    (h,) = carry
-    hidden = h.shape[-1]
-    gx = checkpoint_name(x @ params["wx"] + params["b"], "gates")
-    gh = checkpoint_name(h @ params["wh"], "gates")
-    r = jax.nn.sigmoid(gx[..., :hidden] + gh[..., :hidden])
-    z = jax.nn.sigmoid(gx[..., hidden : 2 * hidden] + gh[..., hidden : 2 * hidden])
-    n = jnp.tanh(gx[..., 2 * hidden :] + r * (gh[..., 2 * hidden :] + params["bh"]))
-    h = (1 - z) * n + z * h
-    return (h,), jnp.mean(h * h)
+    """One GRU step (PyTorch's convention: the reset gate multiplies ``U_n h + b_hn``) and ``mean(h ** 2)``; both
+    pre-activations are named ``"gates"``."""
+    carry, h = MODELS["gru"].step(params, carry, x)
+    return carry, jnp.mean(h * h)
 
 
-CELLS = {"lstm": (lstm_step, 2), "gru": (gru_step, 1)}  # step, number of (B, H) arrays in the carry
+CELLS = {"lstm": lstm_step, "gru": gru_step}  # the scan body of each cell, its loss inside
 
 
 # -- methods ----------------------------------------------------------------------------------------------------
@@ -189,7 +176,7 @@ def peer_methods(cell: str, length: int, equinox_checkpoints=None) -> list[commo
     ``equinox_checkpoints``: the checkpoint counts of equinox's checkpointed scan (default sqrt(T), 5% of T and
     ``"all"``).
     """
-    step, _ = CELLS[cell]
+    step = CELLS[cell]
 
     def scan_loss(scan):
         def loss(params, init, xs):
@@ -260,7 +247,7 @@ def build_methods(
     """Every method of the benchmark, each as ``loss(params, init, xs)``; with ``baseline`` (an older memjax),
     a ``(before)`` row after each memjax row of a full-residual budget; for each of ``executors``, a row of
     that executor after each msm row."""
-    step, _ = CELLS[cell]
+    step = CELLS[cell]
     methods = peer_methods(cell, xs.shape[0], equinox_checkpoints)
 
     def memjax_method_(name, memory, kind, checkpoint_policy=None):
@@ -310,7 +297,7 @@ def peer_matched_methods(
       objective, solved exactly) within the peer's memory less memjax's overhead, with either kind of internal
       state.
     """
-    step, _ = CELLS[cell]
+    step = CELLS[cell]
     default = memjax_method(step, params, init, xs, "memjax default", None, "msm")
     _, _, temp, _ = common.compile_grad(default.loss, params, init, xs)
 
@@ -456,7 +443,7 @@ def main(argv=None, cell: str = "lstm") -> list[common.Result]:
     key_params, key_xs = jax.random.split(jax.random.PRNGKey(args.seed))
     params = init_params(args.cell, key_params, inputs, hidden)
     xs = jax.random.normal(key_xs, (length, batch, inputs), jnp.float32)
-    init = tuple(jnp.zeros((batch, hidden), jnp.float32) for _ in range(CELLS[args.cell][1]))
+    init = initial_carry(args.cell, batch, hidden)
     start = time.perf_counter()
     baseline = common.load_baseline(args.baseline) if args.baseline else None
     methods = build_methods(

@@ -1,10 +1,10 @@
-"""Solve time of ``memjax.solve`` by length, budget and kind; prints a markdown table.
+"""Solve time of ``memjax.planning.solve`` by length, budget and kind; prints a markdown table.
 
 Budgets are fractions of store-all memory, ``1 + (t - 1) * alpha`` units. Every case runs in a fresh subprocess
 (so caches start empty and a slow case can be cut off at ``--cap`` seconds); the time is that of ``solve`` alone.
-``--rss`` adds each subprocess's peak resident memory (the import of memjax, hence JAX, included). The tables of
-``msm`` and ``ism`` are kept as the knots of their piecewise-linear columns; what limits long sequences is time,
-spent mostly on the columns of small budgets (many knots, many candidate splits).
+``--rss`` adds each subprocess's peak resident memory (the import of ``memjax.planning`` included: numpy and the
+solver, no JAX). The tables of ``msm`` and ``ism`` are kept as the knots of their piecewise-linear columns; what
+limits long sequences is time, spent mostly on the columns of small budgets (many knots, many candidate splits).
 
 ``--sweep K`` adds a column with the slowest of ``K`` budgets spaced geometrically from 0.1% to 100% of store-all
 (for lengths up to 10^4), to back a claim about any budget.
@@ -20,10 +20,9 @@ import subprocess
 import sys
 
 _CASE = """
-import resource, time, memjax._solver as S
-S._TABLES.clear(); S.solve.cache_clear()
+import resource, time, memjax.planning
 t0 = time.perf_counter()
-policy = S.solve({length}, {memory!r}, alpha={alpha!r}, kind={kind!r})
+policy = memjax.planning.solve({length}, {memory!r}, alpha={alpha!r}, kind={kind!r})
 print(time.perf_counter() - t0, policy.cost, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

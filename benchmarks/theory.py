@@ -6,7 +6,7 @@ evaluations per step, the first forward pass included (1 for standard BPTT, 2 fo
 
 1. Forwards per step against memory at t = 1000 for HSM (binomial checkpointing; independent of alpha), and for
    MSM, ISM and Chen's sqrt(t) segments at alpha = 2, 5 and 10 (the paper's figure 4 setting).
-2. The least memory that reaches a given number of forwards per step (``memjax.min_memory``).
+2. The least memory that reaches a given number of forwards per step (``memjax.planning.min_memory``).
 3. Forwards per step against t at a fixed memory (``--fixed-memory`` units), each kind up to the last length
    whose solve is predicted to take under ``--cap`` seconds.
 
@@ -25,7 +25,7 @@ import time
 import common
 import numpy as np
 
-import memjax
+import memjax.planning
 
 MEMORY_GRID = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000, 5000, 10000)
 LENGTHS = (100, 200, 500, 1000, 2000, 5000, 10_000, 100_000)
@@ -35,7 +35,7 @@ STEP_TARGETS = (1.05, 1.2, 1.5, 2.0, 3.0, 5.0)
 def cost_per_step(length: int, memory: float, alpha: float, kind: str) -> float:
     """``C(t, m) / t``, or NaN where ``memory`` is below what ``kind`` needs."""
     try:
-        return memjax.solve(length, memory, alpha=alpha, kind=kind).cost / length
+        return memjax.planning.solve(length, memory, alpha=alpha, kind=kind).cost / length
     except ValueError:
         return math.nan
 
@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     dense_grid = sorted({round(float(m), 1) for m in np.geomspace(1, top, 120)})
     dense = {}
     for label, kind, alpha in lines:
-        common.clear_solver_caches()
+        memjax.clear_caches()
         start = time.perf_counter()
         column = {m: cost_per_step(t, m, alpha, kind) for m in sorted(grid, reverse=True)}
         seconds[label] = time.perf_counter() - start
@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
         cells = []
         for k in STEP_TARGETS:
             try:
-                m = memjax.min_memory(t, math.floor(k * t), alpha=alpha, kind=kind)
+                m = memjax.planning.min_memory(t, math.floor(k * t), alpha=alpha, kind=kind)
                 cells.append(f"{m:g}" + (f" ({m / store_all:.1%})" if kind != "hsm" else ""))
             except ValueError:
                 cells.append("—")
@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
             # the table solvers grow about quadratically in t: skip a length predicted to take over the cap
             if previous is not None and previous[1] * (length / previous[0]) ** 2 > args.cap:
                 break
-            common.clear_solver_caches()
+            memjax.clear_caches()
             start = time.perf_counter()
             by_length[label][length] = cost_per_step(length, m, a, kind)
             timing[label][length] = time.perf_counter() - start
