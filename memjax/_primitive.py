@@ -57,7 +57,9 @@ class ScanPrimitive(HiPrim):
 
     def __init__(self, executor: Executor, consts, init, xs, out, effects=frozenset()):
         self.in_avals = jax.tree_util.tree_map(jax.typeof, (consts, init, xs))
-        self.out_aval = jax.tree_util.tree_map(lambda a: jax.core.ShapedArray(a.shape, a.dtype), out)
+        # jax.typeof keeps what the shapes alone would lose: inside shard_map, the mesh axes an output varies over
+        # (its cotangent must have the same type).
+        self.out_aval = jax.tree_util.tree_map(lambda a: jax.typeof(a).update(weak_type=False), out)
         self.params = dict(executor=executor)
         self.effects = frozenset(effects)
         super().__init__()
