@@ -1,14 +1,14 @@
-"""Executors of a planned scan: the primal scan, the forward sweep that stores the schedule's first states, and
-the backward sweep that runs the rest of the schedule.
+"""What the executors of a planned scan share: the primal scan, the step and its VJP, the pools' layout, and the
+cotangent bookkeeping of the backward sweep.
 
 Two executors run a schedule, both with loops of static trip counts only, so that JAX can differentiate the
 backward sweep again (second order) as well as in forward mode:
 
-* :class:`Pipelined` (the two-forward family: the default budget, Chen, the flat parts of MSM): the schedule
-  re-timed by :mod:`memjax._pipeline` into a few loops with uniform bodies, one backward step and one forward per
-  iteration, and one conditional per chunk of iterations.
-* :class:`Interpreter` (every other schedule): one row per action and step, each row one ``lax.cond`` per kind
-  of action.
+* :class:`~memjax._pipelined.Pipelined` (the two-forward family: the default budget, Chen, the flat parts of
+  MSM): the schedule re-timed by :mod:`memjax._pipeline` into a few loops with uniform bodies, one backward step
+  and one forward per iteration, and one conditional per chunk of iterations.
+* :class:`~memjax._interpreter.Interpreter` (every other schedule): one row per action and step, each row one
+  ``lax.cond`` per kind of action.
 
 Forward sweep: every step runs once, as ``lax.scan`` would, and the states the schedule stores in its first
 sweep are written into per-dtype pools (:mod:`memjax._pool`). The last step runs under ``jax.vjp`` and its
@@ -23,11 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax._pipeline import KEEP, LOAD_INTERNAL, Pipeline
 from memjax._pool import PoolLayout
-from memjax._schedule import Op
 
-__all__ = ["Executor", "Interpreter", "Pipelined", "make_executor", "zero_cotangent"]
+__all__ = ["Executor", "loop", "when", "zero_cotangent"]
 
 
 def _is_float(aval) -> bool:
@@ -74,24 +72,16 @@ def _fill(wanted, leaves, avals):
     return [next(it) if w else zero_cotangent(aval) for aval, w in zip(avals, wanted)]
 
 
-def _when(predicate, update, operand):
+def when(predicate, update, operand):
     """``update(operand)`` if ``predicate`` else ``operand``, as a ``lax.cond`` (XLA keeps it in place)."""
     return jax.lax.cond(predicate, update, lambda operand: operand, operand)
 
 
-def _scan(body, state, inputs):
+def loop(body, state, inputs):
     """``lax.scan`` over ``inputs`` (a tuple of arrays with a leading axis), skipped when they are empty."""
     if not jax.tree_util.tree_leaves(inputs) or jax.tree_util.tree_leaves(inputs)[0].shape[0] == 0:
         return state
     return jax.lax.scan(lambda state, inputs: (body(state, inputs), None), state, inputs)[0]
-
-
-def make_executor(step, plan, reverse: bool, unroll) -> Executor:
-    """The executor of ``plan``: :class:`Pipelined` where the plan has a pipeline, :class:`Interpreter`
-    otherwise."""
-    if plan.pipeline is not None:
-        return Pipelined(step, plan, reverse, unroll, plan.pipeline)
-    return Interpreter(step, plan, reverse, unroll)
 
 
 class Executor:
@@ -280,201 +270,4 @@ class _Cotangents:
             _fill(self.const_wanted, acc, self.const_avals),
             self.carry_of(_fill(self.carry_wanted, g, self.carry_avals)),
             ct_xs,
-        )
-
-
-class Interpreter(Executor):
-    """Runs any schedule one action and step per row.
-
-    Forward sweep: one loop over the steps, with a ``lax.cond`` each for storing a hidden and an internal
-    state. Backward sweep: one loop over the rows, each row one ``lax.cond`` per kind of action (seven; the
-    counts are :mod:`memjax._tables`'s, and a test checks them against the program), each either
-    updating its part of the state or passing it through. XLA then updates the pools and the cotangent buffers
-    in place; a single ``lax.switch`` over all actions made it copy the whole pool on every row, and branches
-    that return zeros for what they do not compute would materialise parameter-sized arrays on every row.
-    """
-
-    def __init__(self, step, plan, reverse: bool, unroll):
-        super().__init__(step, plan, reverse, unroll)
-        self.tables = plan.tables
-
-    def forward(self, consts, init, xs):
-        t, tables, layout = self.plan.length, self.tables, self.layout
-
-        def body(state, inputs):
-            carry, pools, ys = state
-            k, save_hidden, save_internal = inputs
-            x = self._x(xs, k)
-            pools = _when(
-                save_hidden >= 0,
-                lambda pools: layout.hidden.store(pools, jax.tree_util.tree_leaves(carry), save_hidden),
-                pools,
-            )
-
-            def plain(pools):
-                new, y = self._step(consts, carry, x)
-                return new, y, pools
-
-            new, y, pools = jax.lax.cond(
-                save_internal >= 0,
-                lambda pools: self._store_internal(consts, xs, pools, carry, k, save_internal),
-                plain,
-                pools,
-            )
-            return (new, pools, self._write_y(ys, y, k)), None
-
-        # Steps 1..t-1 in a scan, then step t under jax.vjp: its residuals start the backward sweep.
-        steps = jax.lax.iota(jnp.int32, t - 1) + 1  # an iota, not a length-t constant in the program
-        state = (
-            init,
-            self._pools(self.plan.schedule.stack_quanta, consts, init, xs),
-            self._ys_buffer(consts, init, xs),
-        )
-        (carry, pools, ys), _ = jax.lax.scan(
-            body, state, (steps, tables.save_hidden[: t - 1], tables.save_internal[: t - 1]), unroll=self.unroll
-        )
-        if tables.save_hidden[t - 1] >= 0:
-            pools = layout.hidden.store(pools, jax.tree_util.tree_leaves(carry), int(tables.save_hidden[t - 1]))
-        final, y, leaves = self._vjp(consts, carry, self._x(xs, t))
-        return (final, self._write_y(ys, y, t)), (consts, init, xs, pools, leaves)
-
-    def _backward_sweep(self, consts, init, xs, pools, chain, state):
-        layout = self.layout
-
-        def row(state, action):
-            register, pools, cotangents = state
-            op, a, offset = action
-            safe = jnp.maximum(offset, 0)
-            register = _when(
-                op == Op.RESTORE_HIDDEN,
-                lambda r: chain.carry_of(
-                    [
-                        jnp.where(offset < 0, first, saved)
-                        for first, saved in zip(jax.tree_util.tree_leaves(init), layout.hidden.load(pools, safe))
-                    ]
-                ),
-                register,
-            )
-            register = _when(
-                op == Op.RESTORE_INTERNAL,
-                lambda r: chain.carry_of(layout.internal.load(pools, offset)[chain.n_residuals :]),
-                register,
-            )
-            register = _when(op == Op.ADVANCE, lambda r: self._step(consts, r, self._x(xs, a + 1))[0], register)
-            pools = _when(
-                op == Op.SAVE_HIDDEN,
-                lambda p: layout.hidden.store(p, jax.tree_util.tree_leaves(register), offset),
-                pools,
-            )
-            register, pools = _when(
-                op == Op.SAVE_INTERNAL,
-                lambda operand: self._store_internal(consts, xs, operand[1], operand[0], a + 1, offset)[::2],
-                (register, pools),
-            )
-            cotangents = _when(
-                op == Op.BACKWARD,
-                lambda cs: chain.back(self._vjp(consts, register, self._x(xs, a + 1))[2], a + 1, cs),
-                cotangents,
-            )
-            cotangents = _when(op == Op.BACKWARD_STORED, lambda cs: chain.back_stored(pools, offset, a, cs), cotangents)
-            return register, pools, cotangents
-
-        tables = self.tables
-        return _scan(row, (init, pools, state), (tables.op, tables.start, tables.offset))[2]
-
-
-class Pipelined(Executor):
-    """Runs a pipelined schedule (:mod:`memjax._pipeline`): loops of uniform bodies, no row per action.
-
-    Forward sweep: plain steps that write their incoming carry where the pipeline says, a run of steps under
-    ``jax.vjp`` storing internal states, the last step, and the checkpoints' internal states. Backward sweep:
-    lead-in forwards, then chunks of (backward step, forward) iterations, each chunk after one conditional
-    forward, then the remainder and the backward steps left.
-    """
-
-    def __init__(self, step, plan, reverse: bool, unroll, pipe: Pipeline):
-        super().__init__(step, plan, reverse, unroll)
-        self.pipe = pipe
-
-    def forward(self, consts, init, xs):
-        t, pipe, layout = self.plan.length, self.pipe, self.layout
-
-        def plain(state, inputs):
-            carry, pools, ys = state
-            k, kind, offset = inputs
-            if kind is not None:
-                pools = layout.store_carry(pools, jax.tree_util.tree_leaves(carry), offset, kind == LOAD_INTERNAL)
-            new, y = self._step(consts, carry, self._x(xs, k))
-            return new, pools, self._write_y(ys, y, k)
-
-        def vjp(state, inputs):
-            carry, pools, ys = state
-            k, offset = inputs
-            new, y, pools = self._store_internal(consts, xs, pools, carry, k, offset)
-            return new, pools, self._write_y(ys, y, k)
-
-        def checkpoint(pools, inputs):  # I_c from the carry h_{c-1} written into its own slot
-            c, offset = inputs
-            carry = chain_carry(layout.load_carry(pools, offset, True))
-            return self._store_internal(consts, xs, pools, carry, c, offset)[2]
-
-        carry_tree = jax.tree_util.tree_structure(init)
-        chain_carry = lambda leaves: jax.tree_util.tree_unflatten(carry_tree, leaves)  # noqa: E731
-        pools = self._pools(pipe.stack_quanta + self.plan.schedule.hidden_quanta, consts, init, xs)
-        pools = layout.hidden.store(pools, jax.tree_util.tree_leaves(init), pipe.stack_quanta)
-        state = (init, pools, self._ys_buffer(consts, init, xs))
-        written = np.arange(1, pipe.carry_step + 1, dtype=np.int32)
-        state = _scan(plain, state, (written, pipe.carry_kind, pipe.carry_offset))
-        unwritten = np.arange(pipe.carry_step + 1, pipe.run_start, dtype=np.int32)
-        state = _scan(lambda s, k: plain(s, (k, None, None)), state, unwritten)
-        state = _scan(vjp, state, (np.arange(pipe.run_start, t, dtype=np.int32), pipe.run_offset))
-        carry, pools, ys = state
-        final, y, leaves = self._vjp(consts, carry, self._x(xs, t))
-        pools = _scan(checkpoint, pools, (pipe.checkpoint_step, pipe.checkpoint_offset))
-        return (final, self._write_y(ys, y, t)), (consts, init, xs, pools, leaves)
-
-    def _backward_sweep(self, consts, init, xs, pools, chain, state):
-        pipe, layout, t = self.pipe, self.layout, self.plan.length
-
-        def forward(pools, inputs):
-            k, kind, source, offset = inputs
-            carry = chain.carry_of(layout.load_carry(pools, source, (kind == LOAD_INTERNAL) | (kind == KEEP)))
-            return self._store_internal(consts, xs, pools, carry, k, offset)[2]
-
-        def iteration(operand, inputs):
-            pools, cotangents = operand
-            (k, offset), forward_inputs = inputs
-            # Write, then read the written pools: XLA cannot order a read of the pools before an independent
-            # in-place write to them, and would copy them whole on every iteration (see memjax._pipeline).
-            pools = forward(pools, forward_inputs)
-            return pools, chain.back_stored(pools, offset, k, cotangents)
-
-        def chunk(operand, inputs):
-            pools, cotangents = operand
-            add, extra_inputs, body_inputs = inputs
-            pools = _when(add > 0, lambda pools: forward(pools, extra_inputs), pools)
-            return _scan(iteration, (pools, cotangents), body_inputs)
-
-        columns = (pipe.forward_step, pipe.restore_kind, pipe.restore_offset, pipe.forward_offset)
-        backward = (np.arange(t - 1, 0, -1, dtype=np.int32), pipe.backward_offset)
-        pools = _scan(forward, pools, tuple(c[: pipe.lead] for c in columns))
-        operand = (pools, state)
-        f, b = pipe.lead, 0  # next forward, next backward step
-        for count, size in ((pipe.chunks, pipe.chunk), (int(pipe.remainder > 0), pipe.remainder)):
-            if count == 0:
-                continue
-            extra = pipe.extra[:count] if size == pipe.chunk else pipe.extra[pipe.chunks :]
-            extra_at = f + np.concatenate([[0], np.cumsum(extra[:-1] + size)]).astype(np.int64)
-            body_at = extra_at[:, None] + extra[:, None] + np.arange(size)[None, :]
-            back_at = b + size * np.arange(count)[:, None] + np.arange(size)[None, :]
-            inputs = (
-                extra,
-                tuple(c[np.minimum(extra_at, len(c) - 1)] for c in columns),
-                (tuple(c[back_at] for c in backward), tuple(c[body_at] for c in columns)),
-            )
-            operand = _scan(chunk, operand, inputs)
-            f, b = int(body_at[-1, -1]) + 1, int(back_at[-1, -1]) + 1
-        pools, state = operand
-        return _scan(
-            lambda cs, inputs: chain.back_stored(pools, inputs[1], inputs[0], cs), state, tuple(c[b:] for c in backward)
         )

@@ -6,8 +6,9 @@ A call goes through three stages, each in its own module:
    the step is closure-converted (closed-over arrays become explicit, differentiable arguments).
 2. *Planning* (:mod:`memjax._plan`): the carry and VJP residuals are measured (:mod:`memjax._measure`), the
    budget is turned into hidden-state units and ``alpha``, and :func:`memjax.planning.solve` gives the policy.
-3. *Execution* (:mod:`memjax._primitive`, :mod:`memjax._executor`): a primitive whose reverse-mode rule runs
-   the policy's schedule, and whose forward-mode, linearization and batching rules are ``lax.scan``'s.
+3. *Execution* (:mod:`memjax._primitive`; :mod:`memjax._executor` and its two executors): a primitive whose
+   reverse-mode rule runs the policy's schedule, and whose forward-mode, linearization and batching rules are
+   ``lax.scan``'s.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 from memjax._budget import Budget, parse_budget
 from memjax._checks import check_arguments, closure_convert, example_arguments
 from memjax._cost import predict_seconds
-from memjax._executor import make_executor
+from memjax._interpreter import Interpreter
 from memjax._keys import carry_keys_as_data, data_to_keys
 from memjax._measure import StepSizes, estimate_step_costs, measure_step
+from memjax._pipelined import Pipelined
 from memjax._plan import SCAN_KINDS, ScanPlan, check_executor, check_kind, plan, prefers_pipeline
 from memjax._primitive import ScanPrimitive
 
@@ -135,7 +137,11 @@ def scan(
         body = f if checkpoint_policy is None else jax.checkpoint(f, policy=checkpoint_policy)
         carry, ys = jax.lax.scan(body, init, xs, plan.length, reverse=reverse, unroll=unroll)
     else:
-        executor = make_executor(step, plan, reverse, unroll)
+        # The pipeline where the plan has one (loops of uniform bodies), the row interpreter otherwise.
+        if plan.pipeline is not None:
+            executor = Pipelined(step, plan, reverse, unroll, plan.pipeline)
+        else:
+            executor = Interpreter(step, plan, reverse, unroll)
         out = jax.eval_shape(executor.primal, consts, init, xs)
         carry, ys = ScanPrimitive(executor, consts, init, xs, out, effects)(consts, init, xs)
     return (carry if key_impls is None else data_to_keys(carry, key_impls)), ys

@@ -1,4 +1,4 @@
-"""The schedule as integer tables for the row interpreter (:class:`memjax._executor.Interpreter`); pure numpy.
+"""The schedule as integer tables for the row interpreter (:class:`memjax._interpreter.Interpreter`); pure numpy.
 
 The interpreter runs the forward sweep as one loop over the steps, with two ``lax.cond`` per step (store a hidden
 state, store an internal state), and the backward sweep as one loop over rows, one row per action and step, each
