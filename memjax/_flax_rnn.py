@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax.linen.recurrent import _expand_dims_like, flip_sequences
 
-from memjax.flax import scan as _scan
+from memjax._flax_linen import scan as _scan
 
 __all__ = ["RNN"]
 
