@@ -1,15 +1,14 @@
-"""Shared builders and checks for the memjax.scan test files (imported explicitly: ``from helpers import ...``).
+"""Shared builders and checks of the test files, imported explicitly: ``from tests.helpers import ...``.
 
-Nothing here is a pytest fixture. Models are tiny on purpose: the cost of these tests is XLA compilation, which
-does not grow with the hidden size.
+Plain functions and constants only; the pytest fixtures are in conftest.py. Models are tiny on purpose: the cost
+of these tests is XLA compilation, which does not grow with the hidden size.
 """
 
 from __future__ import annotations
 
 import functools
-import os
+import pathlib
 import re
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +17,7 @@ import numpy as np
 import memjax
 from memjax.models import gru, lstm
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:  # so that test files (and subprocess scripts) can ``import helpers``
-    sys.path.insert(0, HERE)
+ROOT = pathlib.Path(__file__).resolve().parent.parent  # the repository: where ``python -m tests.<script>`` runs
 
 RTOL = {
     np.dtype(np.float32): 1e-5,

@@ -1,4 +1,5 @@
-"""Run by tests/test_trust.py in a subprocess: memjax.scan over 8 forced host devices.
+"""Run by tests/test_trust.py in a subprocess, ``python -m tests.multidevice_check`` from the repository root:
+memjax.scan over 8 forced host devices.
 
 XLA_FLAGS must be set before jax is imported, which is why this is a separate process. Prints one JSON object
 on its last line (errors against single-device lax.scan, per-device temp memory for several budgets); the test
@@ -13,7 +14,6 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 
 import functools  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -22,10 +22,8 @@ from jax import shard_map  # noqa: E402
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as PS  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import lstm_init, lstm_params, lstm_step  # noqa: E402
-
 import memjax  # noqa: E402
+from tests.helpers import lstm_init, lstm_params, lstm_step  # noqa: E402
 
 N_DEV, B, H, NIN, T = 8, 8, 4, 3, 24
 MEMORY = 0.3
@@ -33,7 +31,7 @@ MEMORY = 0.3
 
 def max_rel_err(actual, expected, rtol=1e-5) -> float:
     """The largest ``|a - e| / (rtol |e| + atol)`` over all leaves, ``atol = rtol max(1, max |e|)`` as in
-    helpers.assert_trees_close: at most 1 means "equal within rtol"."""
+    tests.helpers.assert_trees_close: at most 1 means "equal within rtol"."""
     worst = 0.0
     for a, e in zip(jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected)):
         a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)

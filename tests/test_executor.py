@@ -14,9 +14,9 @@ import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_close, lstm_init, lstm_params, lstm_step
 
 import memjax
+from tests.helpers import assert_trees_close, lstm_init, lstm_params, lstm_step
 
 B, H, NIN = 2, 4, 3
 KEY = jax.random.PRNGKey(0)

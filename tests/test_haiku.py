@@ -15,10 +15,9 @@ import pytest
 
 hk = pytest.importorskip("haiku", reason="needs dm-haiku (pip install memjax[haiku])")
 
-from helpers import assert_trees_close, scalar_of
-
 import memjax.haiku
 from memjax._measure import tree_bytes
+from tests.helpers import assert_trees_close, scalar_of
 
 T, B, D, H = 5, 3, 2, 4
 MEMORY = 0.3  # below store_all's, so that the schedule recomputes

@@ -90,10 +90,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_trees_close, lax_scan, least_bytes
 from jax import lax
 
 import memjax
+from tests.helpers import assert_trees_close, lax_scan, least_bytes
 
 REFERENCE = os.environ.get("MEMJAX_PARITY_REFERENCE", "") not in ("", "0")
 PARAMS = [("msm", None), ("msm", 0.2), ("hsm", None), ("hsm", 0.2)]
@@ -106,12 +106,6 @@ def mscan(request):
     if REFERENCE:
         return lax_scan
     return functools.partial(memjax.scan, memory=memory, kind=kind)
-
-
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
 
 
 _EXPECTED = {}  # lax.scan's results, computed once per test and shared by its four (kind, memory) cases

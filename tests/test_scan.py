@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import (
+
+import memjax
+from tests.helpers import (
     Counter,
     assert_trees_close,
     counted,
@@ -32,8 +34,6 @@ from helpers import (
     scan_loss,
     value_and_grads,
 )
-
-import memjax
 
 B, H, NIN, T = 2, 4, 3, 16
 KEY = jax.random.PRNGKey(0)

@@ -17,8 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import (
-    HERE,
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import memjax
+from tests.helpers import (
+    ROOT,
     assert_trees_bitwise_equal,
     assert_trees_close,
     lax_scan,
@@ -31,10 +35,6 @@ from helpers import (
     scalar_of,
     value_and_grads,
 )
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
-
-import memjax
 
 KEY = jax.random.PRNGKey(0)
 
@@ -371,7 +371,8 @@ def multidevice_results() -> dict:
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "multidevice_check.py")],
+        [sys.executable, "-m", "tests.multidevice_check"],
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
