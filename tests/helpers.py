@@ -130,6 +130,11 @@ def lax_scan(f, init, xs=None, length=None, reverse=False, unroll=1, **_ignored)
     return jax.lax.scan(f, init, xs, length=length, reverse=reverse, unroll=unroll)
 
 
+def uses_memjax(fn, *args) -> bool:
+    """Whether ``fn(*args)`` runs memjax's scan primitive (rather than falling back to a framework's own scan)."""
+    return "ScanPrimitive" in str(jax.make_jaxpr(fn)(*args))
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Comparisons
 # ------------------------------------------------------------------------------------------------------------------
@@ -162,6 +167,20 @@ def assert_trees_close(actual, expected, rtol=None, atol=None, what="value"):
         if jnp.issubdtype(e.dtype, jnp.floating):  # bfloat16 and float16 compared in float64
             a, e = a.astype(np.float64), e.astype(np.float64)
         np.testing.assert_allclose(a, e, rtol=r, atol=tol, err_msg=name)
+
+
+def assert_trees_allclose(actual, expected, rtol=1e-5, atol=1e-6):
+    """Same structure, at least one leaf, and every leaf within ``rtol`` and a fixed ``atol`` of the other's,
+    compared in float64 (PRNG keys by their data); dtypes are not compared. The check of the framework adapters,
+    whose oracle is the framework's own loop rather than lax.scan."""
+    leaves_a, tree_a = jax.tree_util.tree_flatten(actual)
+    leaves_e, tree_e = jax.tree_util.tree_flatten(expected)
+    assert tree_a == tree_e, f"structures differ:\n{tree_a}\n{tree_e}"
+    assert leaves_a, "nothing to compare"
+    for a, e in zip(leaves_a, leaves_e):
+        if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, e = jax.random.key_data(a), jax.random.key_data(e)
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(e, np.float64), rtol=rtol, atol=atol)
 
 
 def assert_trees_bitwise_equal(actual, expected, what="value"):

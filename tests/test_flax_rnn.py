@@ -9,7 +9,6 @@ function that differentiates both models: compilation is what these tests cost o
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 
 import jax
@@ -20,24 +19,11 @@ import pytest
 nn = pytest.importorskip("flax.linen")
 
 from memjax._flax_rnn import RNN  # after the importorskip: the module imports Flax
+from tests.helpers import ROOT, assert_trees_allclose, uses_memjax
 
 T, B, D, H = 6, 4, 3, 5
 RTOL, ATOL = 1e-5, 1e-6
 LENGTHS = (T, 1, 4, 3)  # a full sequence, a single step and two padded ones
-
-
-def assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
-    leaves_a, tree_a = jax.tree_util.tree_flatten(actual)
-    leaves_e, tree_e = jax.tree_util.tree_flatten(expected)
-    assert tree_a == tree_e, f"structures differ:\n{tree_a}\n{tree_e}"
-    assert leaves_a, "nothing to compare"
-    for a, e in zip(leaves_a, leaves_e):
-        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(e, np.float32), rtol=rtol, atol=atol)
-
-
-def uses_memjax(fn, *args) -> bool:
-    """Whether ``fn(*args)`` runs memjax's scan primitive (rather than falling back to ``nn.scan``)."""
-    return "ScanPrimitive" in str(jax.make_jaxpr(fn)(*args))
 
 
 def check_matches_nn_rnn(cell, xs, fields=None, call=None, memory="5%", rngs=None, rtol=RTOL, atol=ATOL):
@@ -47,7 +33,7 @@ def check_matches_nn_rnn(cell, xs, fields=None, call=None, memory="5%", rngs=Non
     assert isinstance(mem, nn.RNN)
     init_rngs = {"params": jax.random.key(0), **(rngs or {})}
     params, params_mem = jax.jit(lambda r, x: (ref.init(r, x, **call), mem.init(r, x, **call)))(init_rngs, xs)
-    assert_trees_close(params_mem, params, rtol=0, atol=0)  # the same tree with the same values
+    assert_trees_allclose(params_mem, params, rtol=0, atol=0)  # the same tree with the same values
 
     def loss(params, xs, model):
         out = model.apply(params, xs, rngs=rngs, **call)
@@ -58,8 +44,8 @@ def check_matches_nn_rnn(cell, xs, fields=None, call=None, memory="5%", rngs=Non
     ((_, out_ref), grads_ref), ((_, out_mem), grads_mem) = jax.jit(lambda p, x: (grad(p, x, ref), grad(p, x, mem)))(
         params, xs
     )
-    assert_trees_close(out_mem, out_ref, rtol, atol)
-    assert_trees_close(grads_mem, grads_ref, rtol, atol)
+    assert_trees_allclose(out_mem, out_ref, rtol, atol)
+    assert_trees_allclose(grads_mem, grads_ref, rtol, atol)
     return out_mem
 
 
@@ -156,7 +142,7 @@ def test_conv_lstm_matches_nn_rnn():
 
 
 def load_seq2seq_example():
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "seq2seq.py")
+    path = ROOT / "examples" / "seq2seq.py"
     spec = importlib.util.spec_from_file_location("seq2seq_example", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

@@ -17,15 +17,10 @@ hk = pytest.importorskip("haiku", reason="needs dm-haiku (pip install memjax[hai
 
 import memjax.haiku
 from memjax._measure import tree_bytes
-from tests.helpers import assert_trees_close, scalar_of
+from tests.helpers import assert_trees_close, scalar_of, uses_memjax
 
 T, B, D, H = 5, 3, 2, 4
 MEMORY = 0.3  # below store_all's, so that the schedule recomputes
-
-
-def uses_memjax(fn, *args) -> bool:
-    """Whether ``fn(*args)`` runs memjax's scan primitive (rather than falling back to Haiku's scan)."""
-    return "ScanPrimitive" in str(jax.make_jaxpr(fn)(*args))
 
 
 def assert_matches_haiku(make_core, reference, adapter, inputs, batch=B, **kwargs):

@@ -18,6 +18,7 @@ import pytest
 
 import memjax
 from memjax import training
+from tests.helpers import assert_trees_allclose, uses_memjax
 
 try:
     import flax.linen as nn
@@ -46,20 +47,6 @@ RTOL, ATOL = 1e-5, 1e-6
 T, B, D, H = 6, 8, 3, 5  # batch 8 keeps batch statistics well conditioned
 
 
-def assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
-    leaves_a, tree_a = jax.tree_util.tree_flatten(actual)
-    leaves_e, tree_e = jax.tree_util.tree_flatten(expected)
-    assert tree_a == tree_e, f"structures differ:\n{tree_a}\n{tree_e}"
-    assert leaves_a, "nothing to compare"
-    for a, e in zip(leaves_a, leaves_e):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
-
-
-def uses_memjax(fn, *args) -> bool:
-    """Whether ``fn(*args)`` runs memjax's scan primitive (rather than falling back to the framework's scan)."""
-    return "ScanPrimitive" in str(jax.make_jaxpr(fn)(*args))
-
-
 @pytest.fixture(scope="module")
 def xs_btd():
     return jax.random.normal(jax.random.key(1), (B, T, D))
@@ -81,7 +68,7 @@ def test_linen_lstm_matches_nn_scan(xs_btd):
     assert type(ref).__name__ == type(mem).__name__ == "ScanLSTMCell"
     carry = nn.LSTMCell(H).initialize_carry(jax.random.key(0), (B, D))
     params = ref.init(jax.random.key(2), carry, xs_btd)
-    assert_trees_close(mem.init(jax.random.key(2), carry, xs_btd), params, rtol=0, atol=0)  # init is nn.scan's
+    assert_trees_allclose(mem.init(jax.random.key(2), carry, xs_btd), params, rtol=0, atol=0)  # init is nn.scan's
 
     def loss(params, model):
         (c, h), ys = model.apply(params, carry, xs_btd)
@@ -91,7 +78,7 @@ def test_linen_lstm_matches_nn_scan(xs_btd):
     both = jax.jit(lambda p: (jax.value_and_grad(loss)(p, ref), jax.value_and_grad(loss)(p, mem)))
     (value_ref, grad_ref), (value_mem, grad_mem) = both(params)
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)
-    assert_trees_close(grad_mem, grad_ref)
+    assert_trees_allclose(grad_mem, grad_ref)
 
 
 @needs_flax
@@ -142,8 +129,8 @@ def test_linen_custom_cell_rngs_carry_and_intermediates_match_nn_scan(xs_btd):
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)  # same dropout masks as nn.scan
     assert int(new_mem["counter"]["n"]) == T
     assert new_mem["intermediates"]["h"][0].shape == (T, B, H)
-    assert_trees_close(new_mem, new_ref)
-    assert_trees_close(grad_mem, grad_ref)  # parameters and the broadcast input
+    assert_trees_allclose(new_mem, new_ref)
+    assert_trees_allclose(grad_mem, grad_ref)  # parameters and the broadcast input
 
 
 @needs_flax
@@ -175,7 +162,7 @@ def test_linen_method_decorator(xs_btd):
             return scanned(cell, cell.initialize_carry(jax.random.key(0), xs[:, 0].shape), xs)[1]
 
     params = Reference().init(jax.random.key(3), xs_btd)
-    assert_trees_close(Model().init(jax.random.key(3), xs_btd), params, rtol=0, atol=0)
+    assert_trees_allclose(Model().init(jax.random.key(3), xs_btd), params, rtol=0, atol=0)
     assert uses_memjax(lambda p: Model().apply(p, xs_btd), params)
     np.testing.assert_allclose(
         jax.jit(Model().apply)(params, xs_btd), Reference().apply(params, xs_btd), rtol=RTOL, atol=ATOL
@@ -204,7 +191,7 @@ def test_linen_scan_over_layers_with_variable_axes():
 
     assert uses_memjax(lambda p: loss(p, mem), params)
     grad_ref, grad_mem = jax.jit(lambda p: (jax.grad(loss)(p, ref), jax.grad(loss)(p, mem)))(params)
-    assert_trees_close(grad_mem, grad_ref)
+    assert_trees_allclose(grad_mem, grad_ref)
 
 
 @needs_flax
@@ -246,7 +233,7 @@ def test_nnx_lstm_matches_nnx_scan():
 
     (value_ref, grad_ref), (value_mem, grad_mem) = both(cell)
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)
-    assert_trees_close(grad_mem, grad_ref)
+    assert_trees_allclose(grad_mem, grad_ref)
 
 
 @needs_flax
@@ -282,10 +269,10 @@ def test_nnx_state_updates_and_dropout_match_a_python_loop():
     cell_mem, cell_loop = Cell(nnx.Rngs(0, dropout=3)), Cell(nnx.Rngs(0, dropout=3))
     (value_mem, grad_mem), (value_loop, grad_loop) = run(cell_mem, cell_loop)
     np.testing.assert_allclose(value_mem, value_loop, rtol=RTOL)
-    assert_trees_close(grad_mem, grad_loop, rtol=1e-4, atol=1e-5)  # batch norm amplifies round-off
+    assert_trees_allclose(grad_mem, grad_loop, rtol=1e-4, atol=1e-5)  # batch norm amplifies round-off
     # The state each step changed (RNG counters, batch statistics) was written back, as by the loop.
-    assert_trees_close(nnx.state(cell_mem, nnx.BatchStat), nnx.state(cell_loop, nnx.BatchStat))
-    assert_trees_close(nnx.state(cell_mem, nnx.RngCount), nnx.state(cell_loop, nnx.RngCount), rtol=0, atol=0)
+    assert_trees_allclose(nnx.state(cell_mem, nnx.BatchStat), nnx.state(cell_loop, nnx.BatchStat))
+    assert_trees_allclose(nnx.state(cell_mem, nnx.RngCount), nnx.state(cell_loop, nnx.RngCount), rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -305,14 +292,14 @@ def test_haiku_dynamic_unroll_matches_hk_dynamic_unroll(xs_btd):
 
     ref, mem = model(hk.dynamic_unroll), model(memjax.haiku.dynamic_unroll, memory=0.3)
     params = ref.init(jax.random.key(0), xs_btd)
-    assert_trees_close(mem.init(jax.random.key(0), xs_btd), params, rtol=0, atol=0)
+    assert_trees_allclose(mem.init(jax.random.key(0), xs_btd), params, rtol=0, atol=0)
     assert uses_memjax(lambda p: mem.apply(p, None, xs_btd), params)
     both = jax.jit(
         lambda p: (jax.value_and_grad(ref.apply)(p, None, xs_btd), jax.value_and_grad(mem.apply)(p, None, xs_btd))
     )
     (value_ref, grad_ref), (value_mem, grad_mem) = both(params)
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)
-    assert_trees_close(grad_mem, grad_ref)
+    assert_trees_allclose(grad_mem, grad_ref)
 
 
 @needs_haiku
@@ -343,8 +330,8 @@ def test_haiku_scan_with_state_and_rng_matches_hk_scan(xs_btd):
     ((value_ref, state_ref), grad_ref), ((value_mem, state_mem), grad_mem) = jax.jit(both)(params)
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)  # same dropout keys as hk.scan
     assert int(state_mem["~"]["count"]) == T
-    assert_trees_close(state_mem, state_ref, rtol=0, atol=0)
-    assert_trees_close(grad_mem, grad_ref)
+    assert_trees_allclose(state_mem, state_ref, rtol=0, atol=0)
+    assert_trees_allclose(grad_mem, grad_ref)
 
 
 @needs_haiku
@@ -381,7 +368,7 @@ def test_equinox_idiom_matches_lax_scan():
 
     (value_ref, grad_ref), (value_mem, grad_mem) = both(cell)
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)
-    assert_trees_close(eqx.filter(grad_mem, eqx.is_array), eqx.filter(grad_ref, eqx.is_array))
+    assert_trees_allclose(eqx.filter(grad_mem, eqx.is_array), eqx.filter(grad_ref, eqx.is_array))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -472,7 +459,7 @@ def test_checkpoint_round_trips_and_rejects_other_structures(tmp_path):
         restored = training.load_checkpoint(path, like=fresh_state(1))
         assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(state)
         assert jnp.array_equal(jax.random.key_data(restored.rng), jax.random.key_data(state.rng))
-        assert_trees_close(restored.params, state.params, rtol=0, atol=0)
+        assert_trees_allclose(restored.params, state.params, rtol=0, atol=0)
     with pytest.raises(ValueError, match="needs like="):
         training.load_checkpoint(tmp_path / "state.npz")
     with pytest.raises(ValueError, match="leaves"):

@@ -15,6 +15,7 @@ import pytest
 nnx = pytest.importorskip("flax.nnx")
 
 from memjax._nnx_rnn import NNXRNN  # after the importorskip: the module imports Flax
+from tests.helpers import assert_trees_allclose
 
 RTOL, ATOL = 1e-5, 1e-6
 B, T, D, H = 3, 5, 2, 4
@@ -29,17 +30,6 @@ OPTIONS = {  # name: (constructor arguments, call arguments)
     "reverse_keep_order": ({"reverse": True, "keep_order": True}, {"seq_lengths": LENGTHS, "return_carry": True}),
     "time_major": ({"time_major": True}, {"seq_lengths": LENGTHS, "return_carry": True}),
 }
-
-
-def assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
-    leaves_a, tree_a = jax.tree_util.tree_flatten(actual)
-    leaves_e, tree_e = jax.tree_util.tree_flatten(expected)
-    assert tree_a == tree_e, f"structures differ:\n{tree_a}\n{tree_e}"
-    assert leaves_a, "nothing to compare"
-    for a, e in zip(leaves_a, leaves_e):
-        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
-            a, e = jax.random.key_data(a), jax.random.key_data(e)
-        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(e, np.float32), rtol=rtol, atol=atol)
 
 
 def loss(rnn, xs, **call):
@@ -88,10 +78,10 @@ def check_case(cell_name, option, dtype=jnp.float32, rtol=RTOL, atol=ATOL):
     ref, mem = pair(cell_name, ctor.items(), dtype)
     xs = inputs(ctor.get("time_major", False), dtype)
     ((value_ref, out_ref), grad_ref), ((value_mem, out_mem), grad_mem) = both_gradients(ref, mem, xs, call)
-    assert_trees_close(out_mem, out_ref, rtol, atol)
+    assert_trees_allclose(out_mem, out_ref, rtol, atol)
     np.testing.assert_allclose(value_mem, value_ref, rtol=rtol)
-    assert_trees_close(grad_mem, grad_ref, rtol, atol)  # parameters and inputs
-    assert_trees_close(nnx.state(mem), nnx.state(ref), rtol=0, atol=0)  # e.g. the carry stream's counter
+    assert_trees_allclose(grad_mem, grad_ref, rtol, atol)  # parameters and inputs
+    assert_trees_allclose(nnx.state(mem), nnx.state(ref), rtol=0, atol=0)  # e.g. the carry stream's counter
     return mem, xs, call
 
 
@@ -131,7 +121,7 @@ def test_is_an_nnx_rnn_with_its_state():
     xs = inputs()
     initial = (jnp.ones((B, H)), jnp.zeros((B, H)))
     # Call arguments override the constructor's, as in nnx.RNN.
-    assert_trees_close(
+    assert_trees_allclose(
         mem(xs, initial_carry=initial, return_carry=False), ref(xs, initial_carry=initial, return_carry=False)
     )
 
@@ -173,8 +163,8 @@ def test_random_and_scanned_state_match_nnx_rnn(ctor):
     mem = NNXRNN(DropoutCell(nnx.Rngs(0, dropout=1)), **ctor, memory="5%")
     xs = inputs()
     for _ in range(2):  # the second call draws new masks in both
-        assert_trees_close(mem(xs), ref(xs))
-        assert_trees_close(nnx.state(mem), nnx.state(ref), rtol=0, atol=0)  # rng counters and the step count
+        assert_trees_allclose(mem(xs), ref(xs))
+        assert_trees_allclose(nnx.state(mem), nnx.state(ref), rtol=0, atol=0)  # rng counters and the step count
 
 
 @pytest.mark.slow
@@ -183,8 +173,8 @@ def test_random_state_gradients_match_nnx_rnn():
     ref = nnx.RNN(DropoutCell(nnx.Rngs(0, dropout=1)), **ctor)
     mem = NNXRNN(DropoutCell(nnx.Rngs(0, dropout=1)), **ctor, memory="5%")
     ((_, out_ref), grad_ref), ((_, out_mem), grad_mem) = both_gradients(ref, mem, inputs(), {})
-    assert_trees_close(out_mem, out_ref)
-    assert_trees_close(grad_mem, grad_ref)
+    assert_trees_allclose(out_mem, out_ref)
+    assert_trees_allclose(grad_mem, grad_ref)
 
 
 def test_a_cell_that_writes_its_parameters_raises():

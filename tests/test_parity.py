@@ -514,6 +514,12 @@ def _softclip():
     return softclip
 
 
+def _softclip_step(w):
+    """The step of the custom_jvp tests: carry and output pass through ``softclip``."""
+    softclip = _softclip()
+    return lambda h, x: (softclip(h * w[:4] + jnp.sum(x)), softclip(h[0]))
+
+
 def _clip_gradient():
     @jax.custom_vjp
     def clip_gradient(x):
@@ -531,11 +537,10 @@ def _clip_gradient():
 
 @SLOW
 def test_custom_jvp_in_body(mscan, x64):
-    softclip = _softclip()
     w, c, xs = data()
 
     def program(scan):
-        step = lambda h, x: (softclip(h * w[:4] + jnp.sum(x)), softclip(h[0]))  # noqa: E731
+        step = _softclip_step(w)
         loss = lambda c, xs: total(scan(step, c, xs))  # noqa: E731
         return scan(step, c, xs), jax.grad(loss, argnums=(0, 1))(c, xs)
 
@@ -811,11 +816,10 @@ def test_linearize_cond_in_body(mscan, x64, length):
 
 @SLOW
 def test_custom_jvp_in_body_forward_mode(mscan, x64):
-    softclip = _softclip()
     w, c, xs = data()
 
     def program(scan):
-        step = lambda h, x: (softclip(h * w[:4] + jnp.sum(x)), softclip(h[0]))  # noqa: E731
+        step = _softclip_step(w)
         return jax.jvp(lambda c, xs: scan(step, c, xs), (c, xs), (jnp.ones_like(c), xs))
 
     parity(mscan, program)

@@ -358,12 +358,7 @@ def _check_temp_bound(memory, temp, explanation):
 @pytest.mark.parametrize("memory", MEM_BUDGETS)
 def test_xla_temp_memory_within_budget_plus_working_set(memory):
     """Against explain() called with the same (concrete) arguments, as a user would call it."""
-    temp, explanation = compiled_temp_bytes(memory)
-    bound = 1.1 * (explanation.budget_bytes + explanation.working_bytes)
-    assert temp <= bound, (
-        f"memory={memory}: XLA temp {temp} bytes > 1.1 * (budget {explanation.budget_bytes} + working "
-        f"{explanation.working_bytes}) = {bound:.0f} (ratio {temp / (bound / 1.1):.4f})"
-    )
+    _check_temp_bound(memory, *compiled_temp_bytes(memory))
 
 
 # ------------------------------------------------------------------------------------------------------------------
