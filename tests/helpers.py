@@ -80,6 +80,36 @@ def gru_init(batch: int, hidden: int, dtype=jnp.float32, key=None) -> dict:
     return {"h": h, "n": jnp.asarray(3, jnp.int32)}
 
 
+# The tests' LSTM: batch B, hidden size H, NIN inputs, drawn from KEY (one draw for every length and dtype).
+B, H, NIN = 2, 4, 3
+KEY = jax.random.PRNGKey(0)
+
+
+def tiny_lstm(length: int, dtype=jnp.float32, batch: int = B) -> tuple:
+    """``(params, init, xs)`` of the tests' LSTM over ``length`` steps, in ``dtype``: random parameters, a random
+    initial carry (so that its gradient is not trivial) and inputs of shape ``(length, batch, NIN)``."""
+    params = lstm_params(jax.random.fold_in(KEY, 1), NIN, H, dtype)
+    init = lstm_init(batch, H, dtype, key=jax.random.fold_in(KEY, 2))
+    xs = jax.random.normal(jax.random.fold_in(KEY, 3), (length, batch, NIN)).astype(dtype)
+    return params, init, xs
+
+
+def affine_case(length: int, with_xs: bool, key) -> tuple:
+    """``(step, params, init, xs)`` of an affine recurrence ``h <- A h + c + x`` of width 3 (``xs`` None unless
+    ``with_xs``): the simplest step, one of the property test's families."""
+    n = 3
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    params = {"A": jax.random.normal(k1, (n, n)) * 0.4, "c": jax.random.normal(k2, (n,)) * 0.1}
+    init = jax.random.normal(k3, (n,))
+    xs = jax.random.normal(k4, (length, n)) if with_xs else None
+
+    def step(params, h, x):
+        h = params["A"] @ h + params["c"] + (0.0 if x is None else x)
+        return h, h * 2.0
+
+    return step, params, init, xs
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Running a scan and its gradient, memjax or lax
 # ------------------------------------------------------------------------------------------------------------------
@@ -234,6 +264,14 @@ def least_bytes_traced(step, params, init, xs=None, length=None, kind="msm") -> 
 
     jax.eval_shape(probe, params, init, xs)
     return found[0]
+
+
+def resolve(memory, kind, step, params, init, xs=None, length=None):
+    """``"least"`` becomes :func:`least_bytes_traced` of ``kind`` for this scan (the least budget memjax accepts
+    when the scan runs under a transformation); any other budget is returned as it is."""
+    if memory == "least":
+        return least_bytes_traced(step, params, init, xs, length, kind=kind)
+    return memory
 
 
 class Counter:

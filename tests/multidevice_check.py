@@ -1,5 +1,5 @@
-"""Run by tests/test_trust.py in a subprocess, ``python -m tests.multidevice_check`` from the repository root:
-memjax.scan over 8 forced host devices.
+"""Run by tests/test_multidevice.py in a subprocess, ``python -m tests.multidevice_check`` from the repository
+root: memjax.scan over 8 forced host devices.
 
 XLA_FLAGS must be set before jax is imported, which is why this is a separate process. Prints one JSON object
 on its last line (errors against single-device lax.scan, per-device temp memory for several budgets); the test
@@ -23,9 +23,9 @@ from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as PS  # noqa: E402
 
 import memjax  # noqa: E402
-from tests.helpers import lstm_init, lstm_params, lstm_step  # noqa: E402
+from tests.helpers import KEY, NIN, lstm_step, tiny_lstm  # noqa: E402
 
-N_DEV, B, H, NIN, T = 8, 8, 4, 3, 24
+N_DEV, B, T = 8, 8, 24  # the tests' LSTM (tests.helpers.tiny_lstm) with a batch of 8: one sequence per device
 MEMORY = 0.3
 
 
@@ -54,10 +54,7 @@ def full_loss(scan_fn, params, init, xs, **kw):
 def main():
     assert jax.device_count() == N_DEV, jax.devices()
     mesh = Mesh(np.array(jax.devices()), ("b",))
-    key = jax.random.PRNGKey(0)
-    params = lstm_params(jax.random.fold_in(key, 1), NIN, H)
-    init = lstm_init(B, H, key=jax.random.fold_in(key, 2))
-    xs = jax.random.normal(jax.random.fold_in(key, 3), (T, B, NIN))
+    params, init, xs = tiny_lstm(T, batch=B)
     result = {"devices": jax.device_count()}
 
     # Reference: one device, lax.scan.
@@ -101,7 +98,7 @@ def main():
         result["shard_map_error"] = f"{type(error).__name__}: {error}"
 
     # 3. per-device temp memory of the sharded gradient, for falling budgets (a longer sequence).
-    long_xs = jax.device_put(jax.random.normal(jax.random.fold_in(key, 4), (400, B, NIN)), seq_batch)
+    long_xs = jax.device_put(jax.random.normal(jax.random.fold_in(KEY, 4), (400, B, NIN)), seq_batch)
     temps = {}
     for memory in (0.5, 0.2, 0.05):
         compiled = (

@@ -16,12 +16,9 @@ import numpy as np
 import pytest
 
 import memjax
-from tests.helpers import assert_trees_close, lstm_init, lstm_params, lstm_step
+from tests.helpers import KEY, NIN, B, assert_trees_close, lstm_init, lstm_step, tiny_lstm
 
-B, H, NIN = 2, 4, 3
-KEY = jax.random.PRNGKey(0)
-P = lstm_params(jax.random.fold_in(KEY, 1), NIN, H)
-INIT = lstm_init(B, H, key=jax.random.fold_in(KEY, 2))
+P, INIT, _ = tiny_lstm(0)  # the inputs of each length come from xs_of
 
 
 def xs_of(t):

@@ -1,10 +1,13 @@
-"""Framework adapters (Flax Linen and NNX, Haiku), the Equinox idiom, and the optax training loop.
+"""Framework adapters (Flax Linen and NNX, Haiku), the Equinox idiom and Equinox's checkpointed scan, and the
+optax training loop.
 
 The oracle of every adapter is the framework's own loop on the same model and parameters: ``nn.scan``,
 ``nnx.scan`` (or a Python loop), ``hk.scan`` / ``hk.dynamic_unroll``, ``jax.lax.scan``. Values and gradients
 must agree to float32 round-off (rtol 1e-5), random streams included (dropout draws the same masks), and the
-memjax path must really run (its custom VJP appears in the jaxpr). Sizes are tiny: every memjax gradient costs
-a compilation of a few seconds on a shared CPU, so each test compiles one jitted function.
+memjax path must really run (its custom VJP appears in the jaxpr). Equinox's ``checkpointed`` scan, an
+independent implementation of checkpointed backpropagation, is a second oracle for memjax.scan's gradient with
+as many stored carries. Sizes are tiny: every memjax gradient costs a compilation of a few seconds on a shared
+CPU, so each test compiles one jitted function.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import pytest
 
 import memjax
 from memjax import training
-from tests.helpers import assert_trees_allclose, uses_memjax
+from memjax._measure import tree_bytes
+from tests.helpers import assert_trees_allclose, assert_trees_close, lstm_step, tiny_lstm, uses_memjax, value_and_grads
 
 try:
     import flax.linen as nn
@@ -341,7 +345,7 @@ def test_haiku_scan_outside_transform_raises():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Equinox: no adapter needed
+# Equinox: no adapter needed; its checkpointed scan, an independent oracle
 # ------------------------------------------------------------------------------------------------------------------
 
 
@@ -369,6 +373,22 @@ def test_equinox_idiom_matches_lax_scan():
     (value_ref, grad_ref), (value_mem, grad_mem) = both(cell)
     np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)
     assert_trees_allclose(eqx.filter(grad_mem, eqx.is_array), eqx.filter(grad_ref, eqx.is_array))
+
+
+@pytest.mark.parametrize("checkpoints", [3])
+def test_gradient_equals_equinox_checkpointed_scan(checkpoints):
+    eqxi = pytest.importorskip("equinox.internal")
+
+    def eqx_scan(f, init, xs, **_):
+        return eqxi.scan(f, init, xs, kind="checkpointed", checkpoints=checkpoints)
+
+    # memjax with hsm and the same number of stored carries (the initial one included) as equinox's checkpoints
+    params, init, xs = tiny_lstm(12)
+    memory = (checkpoints + 1) * tree_bytes(init)
+    out, grads = value_and_grads(memjax.scan, lstm_step, params, init, xs, memory=memory, kind="hsm")
+    eqx_out, eqx_grads = value_and_grads(eqx_scan, lstm_step, params, init, xs)
+    assert_trees_close(out, eqx_out, what="(carry, ys)")
+    assert_trees_close(grads, eqx_grads, what="grad")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -465,51 +485,3 @@ def test_checkpoint_round_trips_and_rejects_other_structures(tmp_path):
     with pytest.raises(ValueError, match="leaves"):
         training.load_checkpoint(tmp_path / "state.npz", like=state.params)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Typed PRNG keys in the carry (the adapters carry random state; so may any user)
-# ------------------------------------------------------------------------------------------------------------------
-
-
-def _keyed_step(w):
-    def step(carry, x):
-        h, key = carry
-        key, sub = jax.random.split(key)
-        h = jnp.tanh(h @ w + x) * jax.random.bernoulli(sub, 0.8, h.shape)
-        return (h, key), jnp.sum(h)
-
-    return step
-
-
-@pytest.mark.parametrize("kind", ["msm", "hsm", "store_all"])
-def test_typed_key_in_the_carry_matches_lax_scan(kind):
-    xs = jax.random.normal(jax.random.key(1), (T, B, H))
-    init = (jnp.zeros((B, H)), jax.random.key(7))
-
-    def loss(w, scan, **kwargs):
-        (h, key), ys = scan(_keyed_step(w), init, xs, **kwargs)
-        assert jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)  # the caller gets a key back
-        return jnp.sum(h**2) + jnp.sum(ys), jax.random.key_data(key)
-
-    w = 0.5 * jax.random.normal(jax.random.key(2), (H, H))
-    memory = None if kind == "store_all" else 0.3
-    both = jax.jit(
-        lambda w: (
-            jax.value_and_grad(loss, has_aux=True)(w, jax.lax.scan),
-            jax.value_and_grad(loss, has_aux=True)(w, memjax.scan, memory=memory, kind=kind),
-        )
-    )
-    ((value_ref, key_ref), grad_ref), ((value_mem, key_mem), grad_mem) = both(w)
-    np.testing.assert_array_equal(key_mem, key_ref)
-    np.testing.assert_allclose(value_mem, value_ref, rtol=RTOL)
-    np.testing.assert_allclose(grad_mem, grad_ref, rtol=RTOL, atol=ATOL)
-
-
-def test_typed_key_in_the_carry_is_measured_as_its_data():
-    """plan_scan and explain see a key as its raw uint32 data (two words for the default threefry key)."""
-    xs = jnp.zeros((T, B, H))
-    w = jnp.zeros((H, H))
-    plan = memjax.plan_scan(_keyed_step(w), (jnp.zeros((B, H)), jax.random.key(7)), xs)
-    assert plan.sizes.carry_bytes == B * H * 4 + jax.random.key_data(jax.random.key(7)).nbytes
-    assert "carry" in str(memjax.explain(_keyed_step(w), (jnp.zeros((B, H)), jax.random.key(7)), xs, verbose=False))

@@ -1,6 +1,7 @@
-"""memjax.scan must show: lax.scan's values and gradients for every kind and budget, the planned number of step
-evaluations, XLA memory that falls with the budget, a program that does not grow with the length, and the
-transformations users combine it with.
+"""memjax.scan on the tests' LSTM must show: lax.scan's values and gradients for every kind and budget (the
+oracle: lax.scan on the same program), the planned number of step evaluations, XLA memory that falls with the
+budget, checkpoint policies, explain's report, and the transformations users combine it with. Dtypes, bad input,
+long sequences and the program's size, determinism and several devices have files of their own.
 
 Cost note: every case is dominated by one XLA compilation (about 2 s on the shared CI cores), so models are tiny
 and each compiled result is cached and shared between the tests that check it.
@@ -17,7 +18,11 @@ import pytest
 
 import memjax
 from tests.helpers import (
+    KEY,
+    NIN,
+    B,
     Counter,
+    H,
     assert_trees_close,
     counted,
     gru_init,
@@ -29,29 +34,19 @@ from tests.helpers import (
     lstm_init,
     lstm_params,
     lstm_step,
-    program_size,
+    resolve,
     scalar_of,
     scan_loss,
+    tiny_lstm,
     value_and_grads,
 )
 
-B, H, NIN, T = 2, 4, 3, 16
-KEY = jax.random.PRNGKey(0)
-P = lstm_params(jax.random.fold_in(KEY, 1), NIN, H)
-INIT = lstm_init(B, H, key=jax.random.fold_in(KEY, 2))
-XS = jax.random.normal(jax.random.fold_in(KEY, 3), (T, B, NIN))
+T = 16
+P, INIT, XS = tiny_lstm(T)
 
 
 def lstm_f(params=P):
     return functools.partial(lstm_step, params)
-
-
-def resolve(memory, kind, step=lstm_step, params=P, init=INIT, xs=XS, length=None):
-    """``"least"`` becomes the least budget in bytes that memjax names for ``kind`` when the scan runs under a
-    transformation (params, init and xs traced); anything else is returned as it is."""
-    if memory == "least":
-        return least_bytes_traced(step, params, init, xs, length, kind=kind)
-    return memory
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -92,7 +87,7 @@ def lstm_reference():
 def lstm_memjax(kind, memory):
     """memjax's values and gradients, the step evaluations of one value_and_grad, and the plan made for the very
     step function (and traced parameters) being differentiated."""
-    memory = resolve(memory, kind)
+    memory = resolve(memory, kind, lstm_step, P, INIT, XS)
     counter = Counter()
     step = counted(lstm_step, counter)
     plans = []
@@ -199,25 +194,6 @@ def test_budget_notations_resolve_to_bytes():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# float64
-# ------------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind,memory", [("msm", "least")])
-def test_lstm_float64_matches_lax_scan(kind, memory):
-    with jax.enable_x64(True):
-        p = lstm_params(jax.random.fold_in(KEY, 1), NIN, H, jnp.float64)
-        init = lstm_init(B, H, jnp.float64, key=jax.random.fold_in(KEY, 2))
-        xs = jax.random.normal(jax.random.fold_in(KEY, 3), (T, B, NIN), jnp.float64)
-        memory = resolve(memory, kind, lstm_step, p, init, xs)
-        out, grads = value_and_grads(memjax.scan, lstm_step, p, init, xs, memory=memory, kind=kind)
-        ref_out, ref_grads = value_and_grads(lax_scan, lstm_step, p, init, xs)
-    assert np.asarray(grads[0]["W"]).dtype == np.float64
-    assert_trees_close(out, ref_out, rtol=1e-10, what="(carry, ys)")
-    assert_trees_close(grads, ref_grads, rtol=1e-10, what="grad")
-
-
-# ------------------------------------------------------------------------------------------------------------------
 # Pytrees, integer carries, xs=None, reverse, unroll, None in ys, lengths 0, 1, 2
 # ------------------------------------------------------------------------------------------------------------------
 
@@ -253,7 +229,7 @@ def test_xs_none_with_length(kind):
 
 @pytest.mark.parametrize("kind,memory", [("msm", "least"), ("ism", 0.5)])
 def test_reverse(kind, memory):
-    memory = resolve(memory, kind)
+    memory = resolve(memory, kind, lstm_step, P, INIT, XS)
     out, grads = value_and_grads(memjax.scan, lstm_step, P, INIT, XS, reverse=True, memory=memory, kind=kind)
     ref_out, ref_grads = value_and_grads(lax_scan, lstm_step, P, INIT, XS, reverse=True)
     assert_trees_close(out, ref_out, what="(carry, ys)")
@@ -298,7 +274,7 @@ def test_ys_pytree_with_none_leaves():
 )
 def test_short_lengths(length, kind, memory):
     xs = XS[:length]
-    memory = resolve(memory, kind, xs=xs)
+    memory = resolve(memory, kind, lstm_step, P, INIT, xs)
     out, grads = value_and_grads(memjax.scan, lstm_step, P, INIT, xs, memory=memory, kind=kind)
     ref_out, ref_grads = value_and_grads(lax_scan, lstm_step, P, INIT, xs)
     assert_trees_close(out, ref_out, what="(carry, ys)")
@@ -422,36 +398,6 @@ def test_auto_considers_store_all_when_the_budget_allows_it():
     assert "store_all" not in [kind for kind, _, _ in tight.predictions]
 
 
-def _hlo_size(length, kind, memory):
-    p = lstm_params(jax.random.fold_in(KEY, 9), NIN, H)
-    xs = jnp.ones((length, B, NIN))
-
-    def loss(params, xs):
-        carry, ys = memjax.scan(functools.partial(lstm_step, params), lstm_init(B, H), xs, memory=memory, kind=kind)
-        return jnp.sum(ys**2)
-
-    plan = memjax.plan_scan(functools.partial(lstm_step, p), lstm_init(B, H), xs, memory=memory, kind=kind)
-    return program_size(jax.jit(jax.grad(loss)).lower(p, xs).as_text()), len(plan.schedule)
-
-
-def _assert_flat(kind, memory):
-    (small, _), _ = _hlo_size(100, kind, memory)
-    (large, tables), actions = _hlo_size(10**4, kind, memory)
-    assert large <= 1.5 * small, f"program: T=100 {small} chars, T=10^4 {large} chars ({large / small:.2f}x)"
-    # The schedule itself is data: 4 int32 columns per action and 2 per step, nothing more.
-    assert tables <= 16 * actions + 8 * 10**4, (tables, actions)
-
-
-def test_hlo_size_does_not_grow_with_length_hsm():
-    _assert_flat("hsm", 0.05)
-
-
-@pytest.mark.slow
-def test_hlo_size_does_not_grow_with_length_msm():
-    # msm's solver takes tens of seconds at T=10^4: slow. The same budget in bytes (32 carries) for both lengths.
-    _assert_flat("msm", 2048)
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # Transformations: jit, vmap, forward mode, linearize, second order in every combination
 # ------------------------------------------------------------------------------------------------------------------
@@ -526,21 +472,20 @@ def test_reverse_over_reverse_matches_lax_scan(kind):
 
 
 @pytest.mark.parametrize("kind,memory", [("msm", None), ("msm", 0.2), ("hsm", 0.2)])
-def test_hessian_of_a_small_rnn_equals_lax_scans_in_float64(kind, memory):
-    with jax.enable_x64(True):
-        w = jnp.array([[0.5, -0.3, 0.1], [0.2, 0.9, -0.4], [0.3, 0.1, 0.7]])
-        xs = jnp.sin(jnp.arange(36.0).reshape(12, 3))
+def test_hessian_of_a_small_rnn_equals_lax_scans_in_float64(kind, memory, x64):
+    w = jnp.array([[0.5, -0.3, 0.1], [0.2, 0.9, -0.4], [0.3, 0.1, 0.7]])
+    xs = jnp.sin(jnp.arange(36.0).reshape(12, 3))
 
-        def loss(scan_fn, w, **kw):
-            def step(h, x):
-                h = jnp.tanh(h @ w + x)
-                return h, jnp.sum(h**3)
+    def loss(scan_fn, w, **kw):
+        def step(h, x):
+            h = jnp.tanh(h @ w + x)
+            return h, jnp.sum(h**3)
 
-            h, ys = scan_fn(step, jnp.full(3, 0.1), xs, **kw)
-            return jnp.sum(ys) + jnp.sum(h**2)
+        h, ys = scan_fn(step, jnp.full(3, 0.1), xs, **kw)
+        return jnp.sum(ys) + jnp.sum(h**2)
 
-        ours = jax.hessian(lambda w: loss(memjax.scan, w, memory=memory, kind=kind))(w)
-        reference = jax.hessian(lambda w: loss(lax_scan, w))(w)
+    ours = jax.hessian(lambda w: loss(memjax.scan, w, memory=memory, kind=kind))(w)
+    reference = jax.hessian(lambda w: loss(lax_scan, w))(w)
     assert ours.dtype == np.float64
     np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-10, atol=1e-10)
 
