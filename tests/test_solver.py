@@ -944,3 +944,22 @@ def test_quantisation_rounds_internal_up():
         assert 1 <= s <= 8 and i / s >= alpha - 1e-12
         # no s <= 8 gives a tighter upper approximation
         assert all(math.ceil(alpha * k - 1e-9) / k >= i / s - 1e-12 for k in range(1, 9))
+
+
+def test_clear_caches_empties_every_solver_cache(monkeypatch):
+    """memjax.clear_caches() (the public face of memjax._caches) makes the next solve start cold: tables, policies
+    and schedules are solved again, and give the same answer."""
+    import memjax
+
+    solves = []
+    original = _solver._solve_table
+    monkeypatch.setattr(_solver, "_solve_table", lambda *args, **kwargs: solves.append(1) or original(*args, **kwargs))
+    memjax.clear_caches()
+    first = solve(300, 12.0, alpha=3.0)
+    assert solves and first.schedule() is first.schedule()  # solved once, then cached
+    solves.clear()
+    assert solve(300, 12.0, alpha=3.0) is first and not solves
+    memjax.clear_caches()
+    again = solve(300, 12.0, alpha=3.0)
+    assert again is not first and solves and again.cost == first.cost
+    assert _solver._schedule_of.cache_info().currsize == 0
