@@ -1,6 +1,7 @@
-"""Flax adapters: :func:`scan` for Linen (a drop-in for ``flax.linen.scan``) and :func:`nnx_scan` for NNX.
+"""Flax adapters: :func:`scan` (for ``flax.linen.scan``), :func:`nnx_scan` (NNX), ``RNN`` and ``NNXRNN`` (for
+``flax.linen.RNN`` and ``flax.nnx.RNN``), and :func:`explain` for a cell or an RNN wrapper.
 
-Both run the recurrence with :func:`memjax.scan`, so that the gradient stores at most ``memory`` bytes of
+All run the recurrence with :func:`memjax.scan`, so that the gradient stores at most ``memory`` bytes of
 hidden and internal states and recomputes the rest along the optimal schedule of ``kind`` (Gruslys et al.,
 NeurIPS 2016). Values and gradients are those of ``nn.scan`` / ``nnx.scan``.
 
