@@ -122,6 +122,9 @@ class Columns:
         self.fixed_start, self.freeable_start = fixed_start, freeable_start
         self.cap_slack, self.query_caps = cap_slack, query_caps
         self.shape = (length + 1, quanta + 1)
+        # Emitting a schedule asks for the same sub-problem's decision many times (a two-forward policy's
+        # segments repeat); each answer is a small vectorised evaluation, so keep it.
+        self._decided: dict[tuple[int, int, bool], tuple[int, int]] = {}
 
     def _full_length(self, q: int) -> int:
         """The longest ``t`` whose every state fits in ``q`` quanta (fact 1: the floor up to there)."""
@@ -140,8 +143,11 @@ class Columns:
 
     def decide(self, t: int, q: int, freeable: bool) -> tuple[int, int]:
         """The decision ``(option, split)`` of cell ``(t, q)`` (``t >= 2``) of ``F`` if ``freeable`` else ``N``."""
-        option, split = self.decisions(np.array([t]), q, freeable)
-        return int(option[0]), int(split[0])
+        key = (t, min(q, self.quanta), freeable)
+        if key not in self._decided:
+            option, split = self.decisions(np.array([t]), key[1], freeable)
+            self._decided[key] = int(option[0]), int(split[0])
+        return self._decided[key]
 
     def decisions(self, ts: np.ndarray, q: int, freeable: bool) -> tuple[np.ndarray, np.ndarray]:
         """The decisions ``(option, split)`` of cells ``(t, q)`` for the lengths ``ts`` (all ``>= 2``): the smallest
