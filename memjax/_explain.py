@@ -123,12 +123,14 @@ def explain(
     checkpoint_policy=None,
     executor: str = "auto",
     verbose: bool = True,
+    title: str | None = None,
 ) -> Explanation:
     """Report what ``memjax.scan(f, init, xs, length, memory=..., kind=..., checkpoint_policy=...)`` will store
     and recompute (arguments as :func:`memjax.scan`).
 
     Nothing is run: the step is traced abstractly (``jax.eval_shape``, ``jax.make_jaxpr``) to measure the carry
-    and its VJP residuals, and the policy is solved. Prints the report when ``verbose``.
+    and its VJP residuals, and the policy is solved. Prints the report when ``verbose``, headed by ``title``
+    (what is explained: the framework adapters name their module) when one is given.
 
     Returns:
       An :class:`Explanation` (its ``str`` is the printed table).
@@ -153,6 +155,7 @@ def explain(
         store_all_bytes=plan.store_all_bytes,
         executor=plan.executor,
         conditionals=plan.conditionals,
+        title=title,
     )
     if verbose:
         print(explanation)

@@ -25,8 +25,6 @@ that says to ``pip install memjax[flax]``.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import numpy as np
 
@@ -122,10 +120,7 @@ def explain(
         init, title = (rest, carry), f"{name} (flax.nnx)"
     else:
         raise TypeError(f"memjax.flax.explain: module must be a flax.linen or flax.nnx Module, got {name}.")
-    explanation = dataclasses.replace(_explain(step, init, xs, verbose=False, **options), title=title)
-    if verbose:
-        print(explanation)
-    return explanation
+    return _explain(step, init, xs, verbose=verbose, title=title, **options)
 
 
 def _rnn_cell(rnn, carry, inputs):

@@ -35,7 +35,6 @@ Haiku is imported lazily: ``import memjax.haiku`` works without it and the first
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -281,9 +280,7 @@ def explain(
             memory=memory,
             kind=kind,
             checkpoint_policy=checkpoint_policy,
-            verbose=False,
+            verbose=verbose,
+            title=_core_title(core),
         )
-    explanation = dataclasses.replace(explanation, title=_core_title(core))
-    if verbose:
-        print(explanation)
     return explanation
