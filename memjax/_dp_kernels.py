@@ -29,7 +29,7 @@ import numpy as np
 
 from memjax._columns import _INF, Column, Columns, _excess, _query_caps
 
-__all__ = ["ColumnSolver", "solve_columns"]
+__all__ = ["ColumnSolver"]
 
 # The first dense run is long enough that numpy's per-call overhead stays small, short enough that a wrong guess
 # wastes little; dense runs then double while guesses hold and halve when they fail.
@@ -513,23 +513,3 @@ class ColumnSolver:
             del self._values[column_id]
         for key in [key for key in self._terms if key[1] not in live]:
             del self._terms[key]
-
-
-def solve_columns(
-    length: int,
-    quanta: int,
-    s: int,
-    i: int,
-    hidden: bool,
-    internal: bool,
-    cap_slack: int = _INF,
-    query: bool = False,
-) -> Columns:
-    """Solve ``N`` (and ``F`` when both options are enabled and ``i >= s``) for ``t <= length``, ``q <= quanta``.
-
-    Every cell is capped at ``cap_slack + t`` (fact 14): exact wherever it is below, and the cap elsewhere. A query
-    of length ``T`` whose cost is at most ``B`` is answered exactly, decisions included, with ``cap_slack = B + 1 -
-    T``. With ``query``, cells are capped for the query ``(length, quanta)`` alone (fact 15): lower caps, fewer
-    cells, and :meth:`Columns.exact` tells which cells (that query's among them) are exact.
-    """
-    return ColumnSolver(length, quanta, s, i, hidden, internal, cap_slack, query).solve()

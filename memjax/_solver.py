@@ -40,7 +40,7 @@ from memjax._closed_forms import (
     hsm_cost,
 )
 from memjax._columns import _INF, Columns
-from memjax._dp_kernels import solve_columns
+from memjax._dp_kernels import ColumnSolver
 from memjax._emit import Decide, emit_schedule
 from memjax._schedule import Schedule
 
@@ -72,13 +72,16 @@ def _solve_table(
     query: bool = False,
 ) -> Columns:
     """Solve the N / F recurrences (HSM / ISM when one option is disabled) for all ``t <= length``, ``q <= quanta``
-    (:func:`memjax._dp_kernels.solve_columns`), every cell capped at ``t + cap_slack`` or, with ``query``, at the
-    caps of the one query ``(length, quanta)`` (docs/solver.md, facts 14 and 15).
+    (:class:`memjax._dp_kernels.ColumnSolver`), every cell capped at ``t + cap_slack`` or, with ``query``, at the
+    caps of the one query ``(length, quanta)`` (docs/solver.md, facts 14 and 15). A query of length ``T`` whose
+    cost is at most ``B`` is answered exactly, decisions included, with ``cap_slack = B + 1 - T``;
+    :meth:`Columns.exact` tells which cells are exact.
 
     Ties go to nothing, then hidden, then internal, then spent, then the smallest split; from ``_full_quanta`` on
-    a cell is at its floor with split 1 (fact 1).
+    a cell is at its floor with split 1 (fact 1). Every table the solver builds is solved here (tests count
+    solves through this function).
     """
-    return solve_columns(length, quanta, s, i, hidden, internal, cap_slack, query)
+    return ColumnSolver(length, quanta, s, i, hidden, internal, cap_slack, query).solve()
 
 
 def _table(

@@ -206,10 +206,10 @@ def test_sparse_runs_are_exercised_and_agree_with_dense_runs(monkeypatch):
     s, i = _quantize(7.5)
     monkeypatch.setattr(_dp_kernels, "_events", counting)
     length, quanta = 1500, (s + i * 1499) // 10
-    got = _dp_kernels.solve_columns(length, quanta, s, i, True, True)
+    got = _solver._solve_table(length, quanta, s, i, True, True)
     assert sum(sparse) > 100 and not all(sparse)
     monkeypatch.setattr(_dp_kernels, "_events", lambda *args: None)
-    want = _dp_kernels.solve_columns(length, quanta, s, i, True, True)
+    want = _solver._solve_table(length, quanta, s, i, True, True)
     for q in range(s, quanta + 1):
         assert got.fixed_start[q] == want.fixed_start[q] and got.freeable_start[q] == want.freeable_start[q], q
     for t in range(2, length + 1, 37):
