@@ -12,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from flax.nnx.nn.recurrent import flip_sequences
+from flax.nnx.nn.recurrent import _expand_dims_like, flip_sequences
 
 from memjax._scan import scan as _memjax_scan
 
@@ -193,7 +193,7 @@ def _scan(cell, carry, inputs, *, time_axis, state_axes, seq_lengths, unroll, me
             carried_out.append(rest)
         if last is not None:
             frozen = jax.tree_util.tree_map(
-                lambda new, old: jnp.where(_expand_like(t <= last, new), new, old), c, frozen
+                lambda new, old: jnp.where(_expand_dims_like(t <= last, new), new, old), c, frozen
             )
         scanned_out = [g for g, axis in zip(out, axes) if isinstance(axis, int)]
         return (carried_out, c, frozen), (y, scanned_out)
@@ -212,8 +212,3 @@ def _scan(cell, carry, inputs, *, time_axis, state_axes, seq_lengths, unroll, me
 
 def _move(tree, source: int, destination: int):
     return jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, source, destination), tree)
-
-
-def _expand_like(mask, target):
-    """``mask`` (one entry per batch element) with singleton axes appended to broadcast against ``target``."""
-    return mask.reshape(mask.shape + (1,) * (target.ndim - mask.ndim))
