@@ -97,6 +97,11 @@ class Column:
         return np.concatenate([self.values[:1], self.values[0] + np.cumsum(increments)])
 
 
+def full_length(q: int, s: int, i: int, internal: bool) -> int:
+    """The longest ``t`` whose every state fits in ``q`` quanta (fact 1: the floor up to there)."""
+    return (q - s) // i + 1 if internal else q // s
+
+
 class Columns:
     """The solved tables ``N`` and ``F`` for all ``t <= length`` and ``q <= quanta``, as shared :class:`Column`\\ s.
 
@@ -125,10 +130,6 @@ class Columns:
         # Emitting a schedule asks for the same sub-problem's decision many times (a two-forward policy's
         # segments repeat); each answer is a small vectorised evaluation, so keep it.
         self._decided: dict[tuple[int, int, bool], tuple[int, int]] = {}
-
-    def _full_length(self, q: int) -> int:
-        """The longest ``t`` whose every state fits in ``q`` quanta (fact 1: the floor up to there)."""
-        return (q - self.s) // self.i + 1 if self.internal else q // self.s
 
     def cost(self, t: int, q: int) -> int:
         """``N(t, q)``; ``_INF`` below ``s`` quanta."""
@@ -184,7 +185,7 @@ class Columns:
         if freeable and both and q >= i:
             best = np.minimum(best, ((1 + self.fixed_start[q - i + s].at(ts - 1)) * 4 + _SPENT) * scale + 1)
         option, split = np.divmod(best % (4 * scale), scale)
-        floor = ts <= self._full_length(q)  # fact 1: every state stored, the floor with split 1
+        floor = ts <= full_length(q, s, i, self.internal)  # fact 1: every state stored, the floor with split 1
         option[floor] = _INTERNAL if self.internal else _HIDDEN
         split[floor] = 1
         return option, split

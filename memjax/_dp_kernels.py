@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memjax._columns import _INF, Column, Columns, _excess, _query_caps
+from memjax._columns import _INF, Column, Columns, _excess, _query_caps, full_length
 
 __all__ = ["ColumnSolver"]
 
@@ -271,8 +271,7 @@ class ColumnSolver:
     def _solve_width(self, q: int) -> None:
         """Solve ``N(., q)`` and, with both options, ``F(., q)``; then forget what no later width reads."""
         s, i = self.s, self.i
-        full_length = (q - s) // i + 1 if self.internal else q // s  # the longest t with every state stored
-        floor_end = min(full_length, self.length)
+        floor_end = min(full_length(q, s, i, self.internal), self.length)  # every state stored up to there
         right_hidden = self._after_checkpoint[q - s] if self.hidden and q - s >= s else None
         right_internal = self.fixed_start[q - i] if self.internal and q - i >= s else None
         ceiling, ceiling_knots = self._ceiling(q)
