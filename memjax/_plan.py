@@ -35,7 +35,6 @@ __all__ = [
     "SCAN_KINDS",
     "EXECUTORS",
     "plan",
-    "check_kind",
     "check_executor",
     "prefers_pipeline",
     "pool_quanta",
@@ -151,16 +150,6 @@ def pool_quanta(carry_avals, residual_avals, hidden_quanta: int, internal_quanta
 
 def _size(aval) -> int:
     return int(np.prod(aval.shape, dtype=np.int64))
-
-
-def check_kind(kind, kinds: tuple[str, ...] = SCAN_KINDS) -> None:
-    """Raise a ``ValueError`` that names ``kind`` and lists ``kinds`` unless ``kind`` is one of them.
-
-    ``kinds`` is :data:`SCAN_KINDS` for :func:`memjax.scan`, and :data:`memjax.planning.KINDS` for a plan made
-    without a step (``"auto"`` measures one).
-    """
-    if not isinstance(kind, str) or kind not in kinds:
-        raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, kinds))}.")
 
 
 def check_executor(executor) -> None:

@@ -11,9 +11,8 @@ import time
 
 import numpy as np
 
-from memjax._plan import check_kind
 from memjax._schedule import Op, Schedule
-from memjax._solver import KINDS, min_memory, solve
+from memjax._solver import check_kind, min_memory, solve
 
 __all__ = ["plan_report", "ascii_schedule", "parse_units"]
 
@@ -68,7 +67,7 @@ def plan_report(
       ValueError: for a memory that does not parse, a kind that is not a policy kind, or a memory below the
         least that ``kind`` needs (the solver's message).
     """
-    check_kind(kind, KINDS)
+    check_kind(kind)
     store_all = 1 + (length - 1) * alpha
     units = parse_units(memory, length, alpha)
     start = time.perf_counter()

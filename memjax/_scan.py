@@ -27,8 +27,9 @@ from memjax._interpreter import Interpreter
 from memjax._keys import carry_keys_as_data, data_to_keys
 from memjax._measure import StepSizes, estimate_step_costs, measure_step
 from memjax._pipelined import Pipelined
-from memjax._plan import SCAN_KINDS, ScanPlan, check_executor, check_kind, plan, prefers_pipeline
+from memjax._plan import SCAN_KINDS, ScanPlan, check_executor, plan, prefers_pipeline
 from memjax._primitive import ScanPrimitive
+from memjax._solver import check_kind
 
 __all__ = ["scan", "plan_scan", "ScanPlan", "SCAN_KINDS"]
 
@@ -46,7 +47,7 @@ def plan_scan(
 def prepare(f, init, xs, length, memory, kind, checkpoint_policy=None, reverse=False, unroll=1, executor="auto"):
     """Check the arguments, closure-convert ``f`` and plan: ``(plan, step, consts, init, effects)``."""
     f, init, _ = carry_keys_as_data(f, init)  # a no-op when scan already did it
-    check_kind(kind)
+    check_kind(kind, SCAN_KINDS)
     check_executor(executor)
     budget = parse_budget(memory)
     init, length = check_arguments(f, init, xs, length, reverse, unroll)

@@ -44,7 +44,7 @@ from memjax._dp_kernels import ColumnSolver
 from memjax._emit import Decide, emit_schedule
 from memjax._schedule import Schedule
 
-__all__ = ["KINDS", "Policy", "solve", "min_memory", "hsm_cost"]
+__all__ = ["KINDS", "Policy", "check_kind", "solve", "min_memory", "hsm_cost"]
 
 KINDS = ("msm", "hsm", "ism", "chen", "store_all", "recompute")
 _MAX_QUANTA_PER_UNIT = 8
@@ -165,9 +165,18 @@ def _quantize(alpha: float) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def check_kind(kind, kinds: tuple[str, ...] = KINDS) -> None:
+    """Raise a ``ValueError`` that names ``kind`` and lists ``kinds`` unless ``kind`` is one of them.
+
+    ``kinds`` is :data:`KINDS` for a plan made without a step, and ``SCAN_KINDS`` (``KINDS`` and ``"auto"``, which
+    measures the step) for :func:`memjax.scan`.
+    """
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, kinds))}.")
+
+
 def _check_arguments(length, memory, alpha, kind) -> tuple[int, float, float]:
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise ValueError(f"kind={kind!r} is not a policy kind; use one of {', '.join(map(repr, KINDS))}.")
+    check_kind(kind)
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
         raise ValueError(f"length must be a positive integer number of steps, got {length!r}.")
     try:
