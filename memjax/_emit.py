@@ -25,7 +25,9 @@ __all__ = ["Decide", "emit_schedule"]
 Decide = Callable[[int, int, int, bool], "tuple[int, int]"]
 
 
-def emit_schedule(t: int, s: int, i: int, budget: int, decide: Decide) -> Schedule:
+def emit_schedule(
+    t: int, s: int, i: int, budget: int, decide: Decide, binomial: bool = False, runs: bool = True
+) -> Schedule:
     """Flatten the policy ``decide`` for ``t`` steps within ``budget`` quanta into a :class:`Schedule`.
 
     Runs iteratively with an explicit task stack, so the depth of the recursion is not limited by Python's. A
@@ -35,8 +37,15 @@ def emit_schedule(t: int, s: int, i: int, budget: int, decide: Decide) -> Schedu
     then skipped. Peephole: a ``SAVE_HIDDEN`` immediately followed by a ``FREE`` of the same offset (a checkpoint
     spent right after it was stored, which ties with storing the internal state directly) is dropped, so the
     first sweep never stores a state that it frees at once.
+
+    With ``runs``, a sub-problem whose every state fits is written at once with numpy, without a Python iteration
+    per step: the same actions as the recursion writes one by one (``runs=False``; tests compare both). Where
+    every internal state fits, every decision below stores the next one (fact 1: :func:`_store_every_internal`);
+    where every hidden state fits, so do those of ``binomial`` policies (HSM, fact 3:
+    :func:`_store_every_hidden`), but not MSM's, which breaks ties towards storing nothing.
     """
-    rows: list[tuple[int, int, int, int]] = []  # (op, start, stop, offset), one per action
+    parts: list[np.ndarray] = []  # blocks of rows already written, in order
+    rows: list[tuple[int, int, int, int]] = []  # (op, start, stop, offset), one per action, after the parts
     register = 0  # the position whose hidden state the register holds, None when it holds nothing usable
     stack_top = 0  # quanta in use on the stack (the initial state lives outside it)
     # Tasks, last pushed first run:
@@ -88,6 +97,19 @@ def emit_schedule(t: int, s: int, i: int, budget: int, decide: Decide) -> Schedu
             register = None
             continue
         option, y = decide(a, b, q, start_spent is not None)
+        every_internal = option == _INTERNAL and y == 1 and q >= s + i * (steps - 1)
+        every_hidden = binomial and option == _HIDDEN and y == 1 and q >= s * (steps - 1)
+        if runs and (every_internal or every_hidden):
+            if register != a:
+                rows.append((restore, a, a, source))
+            parts.append(np.array(rows, np.int32).reshape(-1, 4))
+            rows.clear()
+            if every_internal:
+                parts.append(_store_every_internal(a, b, stack_top, i))
+            else:
+                parts.append(_store_every_hidden(a, b, stack_top, s, restore, source, last=q >= s * steps))
+            register = None
+            continue
         if option == _HIDDEN:
             advance_to(a + y)
             rows.append((Op.SAVE_HIDDEN, a + y, a + y, stack_top))
@@ -128,5 +150,48 @@ def emit_schedule(t: int, s: int, i: int, budget: int, decide: Decide) -> Schedu
                 advance_to(k - 1)
                 rows.append((Op.BACKWARD, k - 1, k, -1))
                 register = None
-    op, start, stop, offset = (np.array(column, dtype=np.int32) for column in zip(*rows))
-    return Schedule(t, op, start, stop, offset, s, i)
+    table = np.concatenate([*parts, np.array(rows, np.int32).reshape(-1, 4)])
+    return Schedule._emitted(t, *table.T, s, i)
+
+
+def _store_every_internal(a: int, b: int, top: int, size: int) -> np.ndarray:
+    """The actions of sub-problem ``(a, b]`` (``b - a >= 2``) when every internal state fits, the register at
+    ``h_a``: store ``I_{a+1} .. I_{b-1}`` upwards from ``top``, back-propagate step ``b`` from the register, then
+    each stored step, freeing it."""
+    n = b - a - 1
+    k = np.arange(a, b - 1)  # SAVE_INTERNAL k stores I_{k+1}
+    offsets = top + size * (k - a)
+    first = np.stack([np.full(n, Op.SAVE_INTERNAL), k, k + 1, offsets], axis=1)
+    last = np.array([[Op.BACKWARD, b - 1, b, -1]])
+    down = k[::-1] + 1  # steps b - 1 .. a + 1
+    stored = np.stack([np.full(n, Op.BACKWARD_STORED), down, down, offsets[::-1]], axis=1)
+    freed = np.stack([np.full(n, Op.FREE), np.zeros(n, np.int64), np.full(n, size), offsets[::-1]], axis=1)
+    return np.concatenate([first, last, np.stack([stored, freed], axis=1).reshape(-1, 4)]).astype(np.int32)
+
+
+def _store_every_hidden(a: int, b: int, top: int, size: int, restore: int, source: int, last: bool) -> np.ndarray:
+    """The actions of sub-problem ``(a, b]`` (``b - a >= 2``) when every hidden state fits, the register at
+    ``h_a``: advance one step at a time storing ``h_{a+1} .. h_{b-1}`` upwards from ``top``, back-propagate step
+    ``b`` from the register, then for each step below: free the state after it, restore the one before it (``h_a``
+    by ``restore`` from ``source``) and back-propagate it.
+
+    Without room for the ``last`` state ``h_{b-1}`` (one slot fewer: binomial checkpointing still stores every
+    state but that one, which is in the register when step ``b`` is back-propagated), its save and free are left
+    out."""
+    n = b - a - 1
+    k = np.arange(a, b - 1)  # ADVANCE k -> k + 1, then SAVE_HIDDEN h_{k+1}
+    offsets = top + size * (k - a)
+    advance = np.stack([np.full(n, Op.ADVANCE), k, k + 1, np.full(n, -1)], axis=1)
+    save = np.stack([np.full(n, Op.SAVE_HIDDEN), k + 1, k + 1, offsets], axis=1)
+    final = np.array([[Op.BACKWARD, b - 1, b, -1]])
+    down = k[::-1] + 1  # h_{b-1} .. h_{a+1} are freed in turn
+    freed = np.stack([np.full(n, Op.FREE), np.zeros(n, np.int64), np.full(n, size), offsets[::-1]], axis=1)
+    sources = np.concatenate([offsets[::-1][1:], [source]])  # where h_{k-1} is restored from
+    restores = np.stack([np.full(n, Op.RESTORE_HIDDEN), down - 1, down - 1, sources], axis=1)
+    restores[-1, 0] = restore
+    backward = np.stack([np.full(n, Op.BACKWARD), down - 1, down, np.full(n, -1)], axis=1)
+    sweep = np.stack([advance, save], axis=1).reshape(-1, 4)
+    back = np.stack([freed, restores, backward], axis=1).reshape(-1, 4)
+    if not last:
+        sweep, back = sweep[:-1], back[1:]
+    return np.concatenate([sweep, final, back]).astype(np.int32)

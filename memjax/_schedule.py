@@ -100,6 +100,21 @@ class Schedule:
             object.__setattr__(self, name, array)
         object.__setattr__(self, "_summary", simulate(self))
 
+    @classmethod
+    def _emitted(cls, length, op, start, stop, offset, hidden_quanta, internal_quanta) -> Schedule:
+        """A schedule written by memjax's own emitter (:mod:`memjax._emit`), whose invariants its tests check with
+        :func:`simulate` on every kind and a grid of budgets: only its counts are taken here, with numpy
+        (:func:`_count`), not a Python iteration per action."""
+        schedule = object.__new__(cls)
+        fields = (length, op, start, stop, offset, hidden_quanta, internal_quanta)
+        for field, value in zip(dataclasses.fields(cls), fields):
+            if field.name in ("op", "start", "stop", "offset"):
+                value = np.asarray(value, dtype=np.int32)
+                value.setflags(write=False)
+            object.__setattr__(schedule, field.name, value)
+        object.__setattr__(schedule, "_summary", _count(schedule))
+        return schedule
+
     def __len__(self) -> int:
         return int(self.op.shape[0])
 
@@ -303,4 +318,29 @@ def simulate(schedule: Schedule, budget_quanta: int | None = None) -> Simulation
             fail(index, f"unknown action code {op}")
     if pending != 0:
         raise ScheduleError(f"the schedule ends with steps 1..{pending} not back-propagated")
+    return SimulationResult(forwards, peak, peak_hidden, peak_internal)
+
+
+def _count(schedule: Schedule) -> SimulationResult:
+    """What :func:`simulate` returns for a valid schedule, with numpy: forwards, peak quanta, and the most hidden
+    and internal states held (each ``FREE`` releases the item last stored at its offset)."""
+    op, start, stop, offset = schedule.op, schedule.start, schedule.stop, schedule.offset
+    s, i = schedule.hidden_quanta, schedule.internal_quanta
+    advance = op == Op.ADVANCE
+    forwards = int(np.sum((stop - start)[advance], dtype=np.int64))
+    forwards += int(np.count_nonzero((op == Op.SAVE_INTERNAL) | (op == Op.BACKWARD)))
+    hidden_store, internal_store, free = op == Op.SAVE_HIDDEN, op == Op.SAVE_INTERNAL, op == Op.FREE
+    held = np.cumsum(np.where(hidden_store, s, 0) + np.where(internal_store, i, 0) - np.where(free, stop, 0))
+    peak = s + max(int(held.max(initial=0)), 0)
+    # The kind each FREE releases: the store just before it at the same offset, in (offset, index) order.
+    events = np.flatnonzero(hidden_store | internal_store | free)
+    order = events[np.lexsort((events, offset[events]))]
+    freed = order[1:][free[order[1:]]]
+    freed_hidden = hidden_store[order[:-1][free[order[1:]]]]
+    hidden_delta = hidden_store.astype(np.int64)
+    internal_delta = internal_store.astype(np.int64)
+    hidden_delta[freed[freed_hidden]] = -1
+    internal_delta[freed[~freed_hidden]] = -1
+    peak_hidden = max(int(np.cumsum(hidden_delta).max(initial=0)), 0)
+    peak_internal = max(int(np.cumsum(internal_delta).max(initial=0)), 0)
     return SimulationResult(forwards, peak, peak_hidden, peak_internal)
