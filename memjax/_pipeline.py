@@ -111,48 +111,27 @@ def pipeline(schedule: Schedule, chunk: int = CHUNK, stack_quanta: int | None = 
     t = schedule.length
     if stack_quanta is None:
         stack_quanta = schedule.stack_quanta
-    if t < 2:
+    timed = _timed(schedule, chunk)
+    if timed is None or timed.peak > stack_quanta:
         return None
-    stream = _forward_stream(schedule)
-    if stream is None:
-        return None
-    forward_step, restore_kind, restore_source, kept = stream
-    first = _first_sweep(schedule, set(restore_source[restore_kind == LOAD_HIDDEN].tolist()))
-    if first is None:
-        return None
+    (forward_step, restore_kind, restore_source, kept), first, timing = timed.stream, timed.first, timed.timing
     hidden, internal, run_start, checkpoints, writes = first
-
-    # Which forward (or first-sweep item) each backward step j (step t - 1 - j) reads.
-    produced = {int(k): j for j, k in enumerate(forward_step) if kept[j]}
-    need = np.zeros(t - 1, np.int64)  # forwards that must be done before backward step j
-    for j in range(t - 1):
-        k = t - 1 - j
-        if k in produced:
-            need[j] = produced[k] + 1
-        elif k not in internal:
-            return None  # pragma: no cover - a schedule always has the state of every step
-    need = np.maximum.accumulate(need)
-    timing = _timing(len(forward_step), need, chunk)
-    if timing is None:
-        return None
     lead, chunks, remainder, extra, done_before = timing
-    placed = _place(
-        schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before, stack_quanta
-    )
-    if placed is None:
-        return None
+    placed = _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before)
     hidden_offset, internal_offset, restore_offset, forward_offset, backward_offset, peak = placed
+    if peak != timed.peak:
+        raise AssertionError("the placement's peak differs from the count of live states")  # pragma: no cover
 
     # The forward sweep's carry writes: a step without a write of its own writes where the next write goes.
     carry_step = max(writes, default=0)
-    carry_kind = np.zeros(carry_step, np.int32)
-    carry_offset = np.zeros(carry_step, np.int32)
-    target = None
-    for k in range(carry_step, 0, -1):
-        if k in writes:
-            kind, key = writes[k]
-            target = (kind, hidden_offset[key] if kind == LOAD_HIDDEN else internal_offset[key])
-        carry_kind[k - 1], carry_offset[k - 1] = target
+    written = np.array(sorted(writes), np.int64)  # steps with a write of their own
+    targets = [writes[k] for k in written.tolist()]
+    kinds = np.array([kind for kind, _ in targets], np.int32)
+    offsets = np.array(
+        [hidden_offset[key] if kind == LOAD_HIDDEN else internal_offset[key] for kind, key in targets], np.int32
+    )
+    next_write = np.searchsorted(written, np.arange(1, carry_step + 1))  # the first write at or after each step
+    carry_kind, carry_offset = kinds[next_write], offsets[next_write]
     return Pipeline(
         length=t,
         carry_step=carry_step,
@@ -175,6 +154,86 @@ def pipeline(schedule: Schedule, chunk: int = CHUNK, stack_quanta: int | None = 
         stack_quanta=peak,
         forward_count=t + len(checkpoints) + len(forward_step),
     )
+
+
+def pipeline_size(schedule: Schedule, chunk: int = CHUNK) -> tuple[int, int] | None:
+    """``(stack_quanta, forward_count)`` of :func:`pipeline`'s result without a stack limit, or ``None`` if the
+    schedule does not pipeline; without placing the states (a fraction of the time)."""
+    timed = _timed(schedule, chunk)
+    if timed is None:
+        return None
+    forward_step, checkpoints = timed.stream[0], timed.first[3]
+    return timed.peak, schedule.length + len(checkpoints) + len(forward_step)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Timed:
+    """A schedule's forward stream, first sweep and timing (the pipeline but for where states are placed), and the
+    stack the pipeline will need."""
+
+    stream: tuple
+    first: tuple
+    timing: tuple
+    peak: int
+
+
+def _timed(schedule: Schedule, chunk: int) -> _Timed | None:
+    t = schedule.length
+    if t < 2:
+        return None
+    stream = _forward_stream(schedule)
+    if stream is None:
+        return None
+    forward_step, restore_kind, restore_source, kept = stream
+    first = _first_sweep(schedule, set(restore_source[restore_kind == LOAD_HIDDEN].tolist()))
+    if first is None:
+        return None
+    # Which forward (or first-sweep item) each backward step j (step t - 1 - j) reads.
+    produced = np.zeros(t, np.int64)  # by step: 1 + the forward that keeps its internal state, 0 for none
+    produced[forward_step[kept]] = np.flatnonzero(kept) + 1
+    need = np.maximum.accumulate(produced[t - 1 : 0 : -1])  # forwards that must be done before backward step j
+    timing = _timing(len(forward_step), need, chunk)
+    if timing is None:
+        return None
+    return _Timed(stream, first, timing, _peak(schedule, stream, first, timing[-1]))
+
+
+def _backwards_before(done_before: np.ndarray, forwards: int) -> np.ndarray:
+    """The backward steps done before each forward is written. An iteration writes its forward before it reads its
+    backward step (XLA copies the pools otherwise), so the backward step of a forward's own iteration comes
+    after it, and that step's slot is still held while the forward takes one."""
+    order = np.searchsorted(done_before, np.arange(forwards), side="right")  # backwards before each forward
+    same_iteration = np.zeros(forwards, bool)  # forward j runs in the iteration of backward order[j] - 1
+    paired = order >= 1
+    same_iteration[paired] = done_before[order[paired] - 1] == np.arange(forwards)[paired]
+    return order - same_iteration
+
+
+def _peak(schedule: Schedule, stream, first, done_before: np.ndarray) -> int:
+    """The stack :func:`_place` will need, from counts alone: the hidden region (up to the highest hidden state
+    still to be restored) plus the internal slots ever spanned, which, all of one size and each taken lowest
+    first, are as many as were ever held at once."""
+    s, i = schedule.hidden_quanta, schedule.internal_quanta
+    forward_step, restore_kind, restore_source, kept = stream
+    hidden, internal = first[0], first[1]
+    forwards = len(forward_step)
+    rank_of_source = {hidden[a]: rank for rank, a in enumerate(sorted(a for a in hidden if a > 0))}
+    # Forward j ends the hidden states whose last restore it is: 1 + the highest rank still live after it.
+    loads = np.flatnonzero(restore_kind == LOAD_HIDDEN)
+    last = {}
+    for j, source in zip(loads.tolist(), restore_source[loads].tolist()):
+        last[rank_of_source[source]] = j
+    ending = np.zeros(forwards + 1, np.int64)
+    for rank, j in last.items():
+        ending[j] = max(ending[j], rank + 1)
+    hidden_count = np.maximum.accumulate(ending[::-1])[::-1][1:]  # live ones last restored after forward j
+    # Internal states held once forward j took its slot: the first sweep's, the forwards so far (those not kept
+    # freed at once), less the backward steps before it.
+    dropped_before = np.concatenate([[0], np.cumsum(~kept)[:-1]])
+    held = len(internal) + np.arange(1, forwards + 1) - dropped_before - _backwards_before(done_before, forwards)
+    spanned = np.maximum.accumulate(np.maximum(held, len(internal)))
+    initial = len(rank_of_source) * s + len(internal) * i
+    return int(max(initial, np.max(hidden_count * s + spanned * i, initial=initial)))
 
 
 def _first_sweep(schedule: Schedule, restored: set):
@@ -212,47 +271,36 @@ def _first_sweep(schedule: Schedule, restored: set):
 
 def _forward_stream(schedule: Schedule):
     """The backward sweep's recomputations in order, with the restore before each and whether the internal state
-    is kept (an ``ADVANCE``'s steps are not); ``None`` if the sweep also stores hidden states."""
+    is kept (an ``ADVANCE``'s steps are not); ``None`` if the sweep also stores hidden states.
+
+    The schedule is valid (:func:`memjax._schedule.simulate`), so each forward starts from the register or from
+    the restore just before it (back-propagations from stored states and frees in between do not matter)."""
     first = schedule.first_backward
-    steps, kinds, sources, kept = [], [], [], []
-    pending = None
-    register = None
-    for op, a, b, off in zip(
-        schedule.op[first + 1 :], schedule.start[first + 1 :], schedule.stop[first + 1 :], schedule.offset[first + 1 :]
-    ):
-        op, a, off = int(op), int(a), int(off)
-        if op == Op.RESTORE_HIDDEN:
-            pending = (INIT, -1) if off < 0 else (LOAD_HIDDEN, off)
-            register = a
-        elif op == Op.RESTORE_INTERNAL:
-            pending = (LOAD_INTERNAL, off)
-            register = a
-        elif op in (Op.SAVE_INTERNAL, Op.BACKWARD):
-            if register != a:
-                return None  # pragma: no cover - simulate() guarantees it
-            kind, source = pending if pending is not None else (KEEP, -1)
-            steps.append(a + 1)
-            kinds.append(kind)
-            sources.append(source)
-            kept.append(True)
-            pending = None
-            register = a + 1 if op == Op.SAVE_INTERNAL else None
-        elif op == Op.ADVANCE:  # forwards whose internal states are not kept
-            if register != a:
-                return None  # pragma: no cover - simulate() guarantees it
-            for k in range(a + 1, int(b) + 1):
-                kind, source = pending if pending is not None else (KEEP, -1)
-                steps.append(k)
-                kinds.append(kind)
-                sources.append(source)
-                kept.append(False)
-                pending = None
-            register = int(b)
-        elif op in (Op.BACKWARD_STORED, Op.FREE):
-            continue
-        else:
-            return None  # SAVE_HIDDEN after the first backward step: not this family
-    return (np.array(steps, np.int32), np.array(kinds, np.int32), np.array(sources, np.int32), np.array(kept, bool))
+    op, start, stop, offset = (
+        column[first + 1 :] for column in (schedule.op, schedule.start, schedule.stop, schedule.offset)
+    )
+    if np.any(op == Op.SAVE_HIDDEN):
+        return None  # not this family
+    keep = (op != Op.BACKWARD_STORED) & (op != Op.FREE)
+    op, start, stop, offset = op[keep], start[keep], stop[keep], offset[keep]
+    restore_kind = np.select(
+        [op == Op.RESTORE_INTERNAL, (op == Op.RESTORE_HIDDEN) & (offset < 0), op == Op.RESTORE_HIDDEN],
+        [LOAD_INTERNAL, INIT, LOAD_HIDDEN],
+        KEEP,
+    )
+    forward = (op == Op.SAVE_INTERNAL) | (op == Op.BACKWARD) | (op == Op.ADVANCE)
+    rows = np.flatnonzero(forward)
+    before = rows - 1  # the row before each forward row: a restore, or a forward (KEEP)
+    kind = np.where(before >= 0, restore_kind[np.maximum(before, 0)], KEEP)
+    source = np.where(kind == KEEP, -1, offset[np.maximum(before, 0)])
+    count = np.where(op[rows] == Op.ADVANCE, stop[rows] - start[rows], 1)  # forwards of each row
+    first_of_row = np.cumsum(count) - count
+    within = np.arange(int(count.sum())) - np.repeat(first_of_row, count)
+    steps = np.repeat(start[rows], count) + 1 + within
+    kinds = np.where(within == 0, np.repeat(kind, count), KEEP)
+    sources = np.where(within == 0, np.repeat(source, count), -1)
+    kept = np.repeat(op[rows] != Op.ADVANCE, count)
+    return steps.astype(np.int32), kinds.astype(np.int32), sources.astype(np.int32), kept
 
 
 def _timing(forwards: int, need: np.ndarray, chunk: int):
@@ -264,13 +312,17 @@ def _timing(forwards: int, need: np.ndarray, chunk: int):
     backward step ``j``; ``None`` if one extra forward per chunk cannot keep up with the segments' growth.
     """
     n = len(need)
-    for lead in range(int(need[0]), forwards + 1):
-        done, j, extra, sizes = lead, 0, [], []
+    lead = int(need[0])
+    while lead <= forwards:
+        done, j, extra, sizes, skip = lead, 0, [], [], 1
         done_before = np.zeros(n, np.int64)
         while done < forwards and j < n:
             width = min(chunk, n - j)
             lag = int(np.max(need[j : j + width] - (done + np.arange(width))))  # forwards missing, none added
             if lag > 1:
+                # A longer lead-in is at most as far ahead here as it is longer: those below lead + lag - 1 fail
+                # here too.
+                skip = lag - 1
                 break
             done += max(lag, 0)
             size = min(chunk, forwards - done, n - j)  # iterations of this chunk: a backward, then a forward
@@ -283,13 +335,14 @@ def _timing(forwards: int, need: np.ndarray, chunk: int):
                 break
         done_before[j:] = done
         if done < forwards or np.any(done_before < need) or (sizes and min(sizes[:-1], default=chunk) < chunk):
+            lead += skip
             continue
         remainder = sizes[-1] if sizes and sizes[-1] < chunk else 0
         return lead, len(sizes) - (remainder > 0), remainder, np.array(extra, np.int32), done_before
     return None
 
 
-def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before, stack_quanta):
+def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before):
     """Place every stored item by simulating the pipeline in program order.
 
     Hidden states go to the bottom of the stack in order of position (the backward sweep frees them from the
@@ -298,75 +351,67 @@ def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, i
     sum, over the run, of the hidden region and the internal slots in use.
 
     Returns ``(hidden_offset, internal_offset, restore_offset, forward_offset, backward_offset, peak)`` (the
-    first two map a first-sweep position or step to its new offset), or ``None`` if the pipeline needs more
-    than ``stack_quanta``.
+    first two map a first-sweep position or step to its new offset).
     """
     t, s, i = schedule.length, schedule.hidden_quanta, schedule.internal_quanta
     positions = sorted(a for a in hidden if a > 0)
     hidden_offset = {a: rank * s for rank, a in enumerate(positions)}
-    live_hidden = set(positions)
+    rank_of_source = {hidden[a]: rank for rank, a in enumerate(positions)}
+    dead = [False] * len(positions)
+    hidden_count = len(positions)  # 1 + the highest rank of a live hidden state: their region is that many
     slots = _Slots()
-    slot_of = {k: slots.take() for k in sorted(internal)}  # step -> internal slot
-    first_sweep_slots = dict(slot_of)
+    slot_of = [-1] * (t + 1)  # step -> internal slot of its stored internal state
+    for k in sorted(internal):
+        slot_of[k] = slots.take()
+    first_sweep_slots = {k: slot_of[k] for k in internal}
+    kinds, sources, steps, kept = (column.tolist() for column in (restore_kind, restore_source, forward_step, kept))
     last_restore = {}
-    for j, (kind, source) in enumerate(zip(restore_kind, restore_source)):
+    for j, (kind, source) in enumerate(zip(kinds, sources)):
         if kind == LOAD_HIDDEN:
-            last_restore[int(source)] = j
-    position_of = {off: a for a, off in hidden.items()}
-    n = t - 1
-    forward_slot = np.zeros(len(forward_step), np.int64)
-    restore_slot = np.full(len(forward_step), -1, np.int64)  # internal slot, or -1 for a hidden state
-    restore_hidden = np.zeros(len(forward_step), np.int64)
-    backward_slot = np.zeros(n, np.int64)
-    peak = 0
-
-    def extent():
-        top = max(live_hidden) if live_hidden else None
-        return (hidden_offset[top] + s if top is not None else 0) + slots.extent * i
-
-    peak = extent()
-    order = np.searchsorted(done_before, np.arange(len(forward_step)), side="right")  # backwards before each forward
-    same_iteration = np.zeros(len(forward_step), bool)  # forward j runs in the iteration of backward order[j] - 1
-    paired = order >= 1
-    same_iteration[paired] = done_before[order[paired] - 1] == np.arange(len(forward_step))[paired]
+            last_restore[source] = j
+    forwards = len(steps)
+    forward_slot = [0] * forwards
+    restore_slot = [-1] * forwards  # internal slot, or -1 for a hidden state
+    restore_hidden = [0] * forwards
+    backward_slot = [0] * (t - 1)
+    peak = hidden_count * s + slots.extent * i
+    backwards_before = _backwards_before(done_before, forwards).tolist()
     b = 0
-
-    def backward(b):
-        k = t - 1 - b
-        backward_slot[b] = slot_of.pop(k)
-        slots.free(int(backward_slot[b]))
-        return b + 1
-
-    for j in range(len(forward_step)):
-        # The backward steps before forward j, but the one of forward j's own iteration: an iteration writes its
-        # forward before it reads its backward step (XLA copies the pools otherwise), so that step's slot is
-        # still held while the forward takes one.
-        while b < order[j] - 1 or (b == order[j] - 1 and not same_iteration[j]):
-            b = backward(b)
-        kind, source = int(restore_kind[j]), int(restore_source[j])
+    for j in range(forwards):
+        while b < backwards_before[j]:
+            backward_slot[b] = slot = slot_of[t - 1 - b]
+            slots.free(slot)
+            b += 1
+        kind = kinds[j]
         if kind == LOAD_HIDDEN:
-            a = position_of[source]
-            restore_hidden[j] = hidden_offset[a]
+            source = sources[j]
+            rank = rank_of_source[source]
+            restore_hidden[j] = rank * s
             if last_restore[source] == j:
-                live_hidden.discard(a)
+                dead[rank] = True
+                while hidden_count and dead[hidden_count - 1]:
+                    hidden_count -= 1
         elif kind == LOAD_INTERNAL:
-            restore_slot[j] = slot_of[int(forward_step[j]) - 1]
+            restore_slot[j] = slot_of[steps[j] - 1]
         elif kind == KEEP:  # the carry part of the previous forward's internal state, written just before
             if j == 0:
                 return None  # pragma: no cover - the sweep starts with a restore
             restore_slot[j] = forward_slot[j - 1]
         else:
             restore_hidden[j] = -1  # the initial carry's slot, above the stack: placed below
-        forward_slot[j] = slots.take()
-        peak = max(peak, extent())
+        forward_slot[j] = slot = slots.take()
+        peak = max(peak, hidden_count * s + slots.extent * i)
         if kept[j]:
-            slot_of[int(forward_step[j])] = int(forward_slot[j])
+            slot_of[steps[j]] = slot
         else:  # written and never read: the slot is free again for the next forward
-            slots.free(int(forward_slot[j]))
-    while b < n:
-        b = backward(b)
-    if peak > stack_quanta:
-        return None
+            slots.free(slot)
+    while b < t - 1:
+        backward_slot[b] = slot_of[t - 1 - b]
+        slots.free(backward_slot[b])
+        b += 1
+    forward_slot, restore_slot, restore_hidden, backward_slot = (
+        np.array(column, np.int64) for column in (forward_slot, restore_slot, restore_hidden, backward_slot)
+    )
     top = lambda slot: peak - (slot + 1) * i  # noqa: E731 - an internal slot's offset
     internal_offset = {k: top(slot) for k, slot in first_sweep_slots.items()}
     restore_offset = np.where(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from memjax._budget import Budget, format_bytes
-from memjax._pipeline import Pipeline, pipeline
+from memjax._pipeline import Pipeline, pipeline, pipeline_size
 from memjax._schedule import Schedule
 from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
 from memjax._tables import Tables, compile_tables
@@ -209,14 +209,14 @@ def _pipelined_within(length, budget_bytes, quantum, s, alpha, kind):
     internal_quanta = policy.internal_quanta
     candidate, cut = policy, 0
     for _ in range(_PIPELINE_TRIES):
-        pipe = pipeline(candidate.schedule(), stack_quanta=1 << 62)
-        if pipe is None or pipe.forward_count > policy.cost * (1 + _PIPELINE_EXTRA_FORWARDS):
+        size = pipeline_size(candidate.schedule())
+        if size is None or size[1] > policy.cost * (1 + _PIPELINE_EXTRA_FORWARDS):
             break
-        if pipe.stack_quanta <= stack:
-            return candidate, pipe
+        if size[0] <= stack:
+            return candidate, pipeline(candidate.schedule(), stack_quanta=stack)
         # Ask for less memory by what the pipeline overshoots, and by at least one internal state: the
         # pipeline's stack falls in steps of internal states.
-        cut += max(pipe.stack_quanta - stack, internal_quanta)
+        cut += max(size[0] - stack, internal_quanta)
         try:
             candidate = _solve(length, budget_bytes - cut * quantum, quantum, s, alpha, kind)
         except ValueError:  # below the least memory
@@ -229,11 +229,11 @@ def _pipelined_default(length, budget_bytes, quantum, s, alpha, kind):
     holds beyond the policy's own peak (a few internal states: see :mod:`memjax._pipeline`); the policy alone,
     at its least memory, where it does not pipeline within two forwards per step."""
     policy = _solve(length, budget_bytes, quantum, s, alpha, kind)
-    pipe = pipeline(policy.schedule(), stack_quanta=1 << 62)
-    if pipe is None or pipe.forward_count > 2 * length:
+    size = pipeline_size(policy.schedule())
+    if size is None or size[1] > 2 * length:
         return policy, None, budget_bytes
     stack = policy.budget_quanta - policy.hidden_quanta
-    return policy, pipe, budget_bytes + max(pipe.stack_quanta - stack, 0) * quantum
+    return policy, pipeline(policy.schedule(), stack_quanta=size[0]), budget_bytes + max(size[0] - stack, 0) * quantum
 
 
 def _fit(

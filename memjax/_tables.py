@@ -51,17 +51,14 @@ def compile_tables(schedule: Schedule) -> Tables:
     first = schedule.first_backward
     save_hidden = np.full(t, -1, np.int32)
     save_internal = np.full(t, -1, np.int32)
-    position = 0
-    for op, a, b, off in zip(
-        schedule.op[:first], schedule.start[:first], schedule.stop[:first], schedule.offset[:first]
-    ):
-        if op == Op.ADVANCE:
-            position = b
-        elif op == Op.SAVE_HIDDEN:
-            save_hidden[a] = off
-        elif op == Op.SAVE_INTERNAL:
-            save_internal[a] = off
-            position = a + 1
+    op, start, stop, offset = (
+        column[:first] for column in (schedule.op, schedule.start, schedule.stop, schedule.offset)
+    )
+    hidden, internal = op == Op.SAVE_HIDDEN, op == Op.SAVE_INTERNAL
+    save_hidden[start[hidden]] = offset[hidden]  # a valid first sweep stores each position once
+    save_internal[start[internal]] = offset[internal]
+    moves = np.flatnonzero((op == Op.ADVANCE) | internal)  # the register after the sweep: where the last move left it
+    position = 0 if not moves.size else int(stop[moves[-1]])
     if position != t - 1 or (schedule.op[first], schedule.start[first]) != (Op.BACKWARD, t - 1):
         raise AssertionError("a schedule's first sweep must end by back-propagating the last step")  # pragma: no cover
     rest = slice(first + 1, None)

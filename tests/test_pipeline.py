@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from memjax._pipeline import INIT, KEEP, LOAD_HIDDEN, LOAD_INTERNAL, pipeline
+from memjax._pipeline import INIT, KEEP, LOAD_HIDDEN, LOAD_INTERNAL, pipeline, pipeline_size
 from memjax.planning import solve
 
 _QUANTA = {1.0: (1, 1), 1.5: (2, 3), 2.0: (1, 2), 7 / 3: (3, 7), 4.75: (4, 19)}
@@ -138,6 +138,18 @@ def test_the_two_forward_family_pipelines():
         in_family = set(schedule.op[schedule.first_backward + 1 :].tolist()) <= set(family)
         assert (pipeline(schedule, stack_quanta=1 << 62) is not None) == in_family, (t, kind, policy)
         assert in_family or kind != "chen"
+
+
+@pytest.mark.parametrize("t", sorted({t for t, *_ in POLICIES}))
+def test_pipeline_size_without_placing(t):
+    """pipeline_size counts the stack the placement reaches (pipeline() checks both agree) and the forwards."""
+    for _, _kind, _alpha, policy in (p for p in POLICIES if p[0] == t):
+        schedule = policy.schedule()
+        pipe = pipeline(schedule, stack_quanta=1 << 62)
+        size = pipeline_size(schedule)
+        assert (size is None) == (pipe is None)
+        if pipe is not None:
+            assert size == (pipe.stack_quanta, pipe.forward_count)
 
 
 def test_bounded_stack_is_respected():
