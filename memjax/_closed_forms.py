@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from memjax._caches import register
 from memjax._columns import _HIDDEN, _INF, _INTERNAL, _NOTHING
 
 __all__ = ["hsm_cost"]
@@ -153,19 +154,13 @@ def _cost_bound(t: int, q: int, s: int, i: int, hidden: bool) -> int:
 
 
 def _chain_cost(t: int, q: int, s: int, i: int) -> int:
-    """The cost of an MSM policy (fact 5): a chain of hidden checkpoints, each followed by the rest of the sequence
-    and then its left part, which fits at its floor (``y = M + 1`` steps: two forwards per step), until the rest
-    fits the two-forward policy (:func:`_two_forward_length`).
+    """The cost of the MSM chain policy (fact 5, :func:`_chain_decide`): a chain of hidden checkpoints, each followed
+    by the rest of the sequence and then its left part, which fits at its floor (``y = M + 1`` steps: two forwards
+    per step), until the rest fits the two-forward policy (:func:`_two_forward_length`).
 
     Where the chain cannot reach that far, its first left parts are as long as needed, solved by the two-forward
     policy (three forwards per step); without room for an internal state, binomial checkpointing ends it.
     """
-    reach = {}  # width -> the longest sequence the chain of floors covers from it, for the widths q - k s
-    for width in range(q - (q - s) // s * s, q + 1, s):
-        slots = (width - s) // i
-        reach[width] = _two_forward_length(slots)
-        if width - s >= s:
-            reach[width] = max(reach[width], slots + 1 + reach[width - s])
     cost = 0
     while True:
         slots = (q - s) // i
@@ -173,8 +168,49 @@ def _chain_cost(t: int, q: int, s: int, i: int) -> int:
             return cost + max(t, 2 * t - 1 - slots)
         if slots < 1 or q - s < s:
             return cost + hsm_cost(t, q // s)
-        y = slots + 1  # the left part at its floor
-        if t > reach[q]:  # too long for floors alone: a longer left part, two-forward
-            y = max(y, min(_two_forward_length(slots), t - reach[q - s]))
+        y = _chain_split(t, q, s, i)
         cost += y + max(y, 2 * y - 1 - slots)
         t, q = t - y, q - s
+
+
+def _chain_split(t: int, q: int, s: int, i: int) -> int:
+    """The chain's next hidden checkpoint for ``t`` steps beyond the two-forward length of ``q`` quanta (with room
+    for a hidden and an internal state): the left part at its floor, ``M + 1`` steps, or as long as the chain of
+    floors after it needs to reach the end, up to the two-forward length."""
+    slots = (q - s) // i
+    y = slots + 1
+    if t > _chain_reach(q, s, i):  # too long for floors alone: a longer left part, two-forward
+        y = max(y, min(_two_forward_length(slots), t - _chain_reach(q - s, s, i)))
+    return y
+
+
+_REACH: dict[tuple[int, int, int], int] = {}
+register(_REACH.clear)
+
+
+def _chain_reach(q: int, s: int, i: int) -> int:
+    """The longest sequence a chain of left parts at their floors covers from ``q`` quanta: the two-forward length
+    of ``q``, or a floor of ``M + 1`` steps and the reach of ``q - s``."""
+    widths = []
+    while (q, s, i) not in _REACH and q >= s:
+        widths.append(q)
+        q -= s
+    for width in reversed(widths):
+        slots = (width - s) // i
+        reach = _two_forward_length(slots)
+        if width - s >= s:
+            reach = max(reach, slots + 1 + _REACH[width - s, s, i])
+        _REACH[width, s, i] = reach
+    return _REACH[widths[0], s, i] if widths else _REACH.get((q, s, i), 0)
+
+
+def _chain_decide(s: int, i: int, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
+    """The decisions of the chain policy (:func:`_chain_cost`): a hidden checkpoint at :func:`_chain_split`, the
+    two-forward policy where it reaches, binomial checkpointing of ``q // s`` hidden states without room for an
+    internal state (spent checkpoints are not used)."""
+    t, slots = b - a, (q - s) // i
+    if t <= _two_forward_length(slots):
+        return _two_forward_decide(s, i, a, b, q, freeable)
+    if slots < 1 or q - s < s:
+        return _hsm_decide(a, b, q // s, freeable)
+    return _HIDDEN, _chain_split(t, q, s, i)

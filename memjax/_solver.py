@@ -27,6 +27,8 @@ import numpy as np
 
 from memjax._caches import cached, register
 from memjax._closed_forms import (
+    _chain_cost,
+    _chain_decide,
     _chen_decide,
     _chen_memory,
     _chen_segment,
@@ -52,6 +54,9 @@ _MAX_QUANTA_PER_UNIT = 8
 # the grown table stays below this many cells (of work: tables are stored as knots); larger ones are solved as asked.
 _GROWTH_CELLS = 1 << 26
 _QUERY_LENGTH = 2048  # from this length on, a query gets a table capped for it alone (see _exact_table)
+# Beyond this length, MSM below the two-forward memory is planned in closed form (Policy.optimal is False): the
+# exact table takes seconds at 10^4 steps and minutes at 10^5.
+EXACT_LENGTH = 10_000
 
 # The process-wide table cache: the shared table per (s, i, hidden, internal), growing as queries need, and the
 # last table capped for one long query (_exact_table), per the same key. memjax.clear_caches() empties both.
@@ -206,6 +211,10 @@ class Policy:
       alpha: size of an internal state over the size of a hidden state.
       cost: forward step evaluations ``C(t, m)``, the first forward pass included; ``t`` backward steps are
         always made and not counted.
+      optimal: whether ``cost`` is the optimum of ``kind``. It is, except for MSM beyond
+        ``EXACT_LENGTH`` steps within less memory than the two-forward policy needs, where the exact dynamic
+        program would take minutes: the policy is then the cheapest of the chain, binomial and Chen policies
+        (docs/solver.md, fact 5), within ``cost / lower_bound`` of the optimum.
     """
 
     kind: str
@@ -217,6 +226,18 @@ class Policy:
     internal_quanta: int = dataclasses.field(repr=False)
     budget_quanta: int = dataclasses.field(repr=False)
     _decide: Decide = dataclasses.field(repr=False, compare=False)  # the policy (memjax._emit)
+    optimal: bool = True
+    _binomial: bool = dataclasses.field(default=False, repr=False, compare=False)  # decide is HSM's (memjax._emit)
+
+    @property
+    def lower_bound(self) -> int:
+        """A lower bound on the optimal cost of ``kind`` within ``memory``: ``cost`` for an optimal policy; for
+        the others (``optimal=False``) the two-forward bound ``max(t, 2t - 1 - M)`` (docs/solver.md, fact 4),
+        so that the policy is at most ``cost / lower_bound`` times the optimum."""
+        if self.optimal:
+            return self.cost
+        slots = (self.budget_quanta - self.hidden_quanta) // self.internal_quanta
+        return max(self.length, 2 * self.length - 1 - slots)
 
     @property
     def forwards_per_step(self) -> float:
@@ -236,7 +257,12 @@ class Policy:
 @cached(maxsize=64)
 def _schedule_of(policy: Policy) -> Schedule:
     return emit_schedule(
-        policy.length, policy.hidden_quanta, policy.internal_quanta, policy.budget_quanta, policy._decide
+        policy.length,
+        policy.hidden_quanta,
+        policy.internal_quanta,
+        policy.budget_quanta,
+        policy._decide,
+        binomial=policy._binomial,
     )
 
 
@@ -288,7 +314,7 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
     if kind == "store_all":
         return Policy(kind, t, m, alpha, t, s, i, q, _store_all_decide)
     if kind == "hsm":
-        return Policy(kind, t, m, alpha, hsm_cost(t, q), s, i, q, _hsm_decide)
+        return Policy(kind, t, m, alpha, hsm_cost(t, q), s, i, q, _hsm_decide, _binomial=True)
     if kind == "chen":
         segment, cost = _chen_segment(t, q, s, i)
         return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_chen_decide, t, segment))
@@ -297,15 +323,38 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
         return Policy(
             kind, t, m, alpha, max(t, 2 * t - 1 - slots), s, i, q, functools.partial(_two_forward_decide, s, i)
         )
+    if kind == "msm" and t > EXACT_LENGTH:
+        cost, decide, binomial = _closed_form_policy(t, q, s, i)
+        return Policy(kind, t, m, alpha, cost, s, i, q, decide, optimal=False, _binomial=binomial)
     table = _exact_table(t, q, s, i, hidden=kind == "msm")
     return Policy(kind, t, m, alpha, table.cost(t, q), s, i, q, functools.partial(_table_decide, table))
+
+
+def _closed_form_policy(t: int, q: int, s: int, i: int) -> tuple[int, Decide, bool]:
+    """The cheapest MSM policy known in closed form (docs/solver.md, fact 5: its cost is ``_cost_bound``):
+    ``(cost, decide, binomial)``."""
+    chain = _chain_cost(t, q, s, i)
+    binomial = hsm_cost(t, q // s)
+    segment, chen = _chen_segment(t, q, s, i)
+    if chain <= min(binomial, chen):
+        return chain, functools.partial(_chain_decide, s, i), False
+    if binomial <= chen:
+        return binomial, functools.partial(_binomial_decide, s), True
+    return chen, functools.partial(_chen_decide, t, segment), False
+
+
+def _binomial_decide(s: int, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
+    """Binomial checkpointing (HSM) with ``q // s`` hidden states of ``s`` quanta each."""
+    return _hsm_decide(a, b, q // s, freeable)
 
 
 def min_memory(length: int, max_cost: int | None = None, *, alpha: float = 1.0, kind: str = "msm") -> float:
     """The least memory, in hidden-state units, for which ``kind`` needs at most ``max_cost`` forward evaluations.
 
     ``max_cost = 2 * length`` asks for at most one extra forward pass; ``None`` asks for the least memory with
-    which ``kind`` works at all (one unit for the starting state, except for ``store_all`` and ``chen``).
+    which ``kind`` works at all (one unit for the starting state, except for ``store_all`` and ``chen``). For MSM
+    beyond ``EXACT_LENGTH`` steps, it is the least memory for which :func:`solve`'s policy, in closed form there
+    (``Policy.optimal``), needs at most ``max_cost``.
 
     Raises:
       ValueError: if no memory suffices (``max_cost < length`` for any kind; below ``2 length - 1`` for HSM).
@@ -348,6 +397,8 @@ def min_memory(length: int, max_cost: int | None = None, *, alpha: float = 1.0, 
     while lo < hi:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if _cost_bound(t, mid, s, i, hidden) <= max_cost else (mid + 1, hi)
+    if hidden and t > EXACT_LENGTH:  # solve() plans these by the same bound (_closed_form_policy)
+        return float(hi) / s
     table = _table(t, hi, s, i, hidden=hidden, internal=True, cap_slack=max_cost + 1 - t)
     lo = s
     while lo < hi:  # more memory never costs more (docs/solver.md, fact 6; cells above max_cost may be capped at

@@ -963,3 +963,74 @@ def test_clear_caches_empties_every_solver_cache(monkeypatch):
     again = solve(300, 12.0, alpha=3.0)
     assert again is not first and solves and again.cost == first.cost
     assert _solver._schedule_of.cache_info().currsize == 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Beyond EXACT_LENGTH: MSM below the two-forward memory in closed form
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", (1.0, 2.0, 7 / 3, 11.0))
+def test_chain_policy_reaches_its_cost(alpha):
+    """The chain policy's schedule makes exactly _chain_cost forwards within its budget (docs/solver.md, fact 5)."""
+    s, i = _solver._quantize(alpha)
+    for t in (2, 3, 7, 20, 57, 150, 400):
+        for q in sorted({s + i, 2 * s + i, *range(s + i, s + i * t, max(1, i * t // 15))}):
+            decide = functools.partial(_closed_forms._chain_decide, s, i)
+            schedule = _solver.emit_schedule(t, s, i, q, decide)
+            result = simulate(schedule, budget_quanta=q)
+            assert result.forward_count == _closed_forms._chain_cost(t, q, s, i), (t, q)
+
+
+@pytest.fixture
+def exact_below_40(monkeypatch):
+    """Plan MSM in closed form from 41 steps on, as memjax does beyond EXACT_LENGTH (10^4), so that the exact
+    solver can check it; caches emptied around."""
+    clear_caches()
+    monkeypatch.setattr(_solver, "EXACT_LENGTH", 40)
+    yield
+    clear_caches()
+
+
+@pytest.mark.parametrize("alpha", (1.0, 2.0, 7 / 3, 11.0))
+def test_closed_form_policies_against_the_exact_solver(alpha, exact_below_40):
+    """Beyond EXACT_LENGTH, MSM policies below the two-forward memory are the cheapest closed form (_cost_bound):
+    valid within the budget, ``optimal`` False, at most 40% more forwards than the optimum (a measured bound: the
+    worst seen is 35%, at the least memories; the median is 0.2%), and at least the two-forward lower bound."""
+    from tests.test_schedule import check_policy
+
+    s, i = _solver._quantize(alpha)
+    ratios = []
+    for t in (41, 60, 100, 230):
+        least = round(min_memory(t, alpha=alpha) * s)
+        slots = 0
+        while _closed_forms._two_forward_length(slots) < t:
+            slots += 1
+        for q in sorted(set(np.linspace(least, s + slots * i, 8).astype(int).tolist())):
+            policy = solve(t, q / s, alpha=alpha)
+            exact = _solver._exact_table(t, q, s, i, True).cost(t, q)
+            if t <= _closed_forms._two_forward_length((q - s) // i):
+                assert policy.optimal and policy.cost == exact
+                continue
+            check_policy(policy)
+            assert not policy.optimal and policy.cost == _closed_forms._cost_bound(t, q, s, i, True)
+            assert policy.lower_bound <= exact <= policy.cost <= 1.4 * exact, (t, q)
+            ratios.append(policy.cost / exact)
+    assert ratios and np.median(ratios) < 1.05
+
+
+@pytest.mark.parametrize("alpha", (1.0, 7 / 3, 11.0))
+def test_default_memory_in_closed_form(alpha, exact_below_40):
+    """min_memory beyond EXACT_LENGTH is the least memory at which solve's policy makes at most max_cost forwards:
+    one unit above the exact least at most, and solve() at it keeps within max_cost."""
+    s, _ = _solver._quantize(alpha)
+    for t in (41, 100, 230):
+        closed = min_memory(t, 2 * t, alpha=alpha)
+        assert solve(t, closed, alpha=alpha).cost <= 2 * t
+        assert solve(t, closed - 1 / s, alpha=alpha).cost > 2 * t
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_solver, "EXACT_LENGTH", 10**9)
+            clear_caches()
+            exact = min_memory(t, 2 * t, alpha=alpha)
+        clear_caches()
+        assert exact <= closed <= exact + 1, (t, exact, closed)
