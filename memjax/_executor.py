@@ -25,7 +25,7 @@ import numpy as np
 
 from memjax._pool import PoolLayout
 
-__all__ = ["Executor", "loop", "when", "zero_cotangent"]
+__all__ = ["Executor", "arithmetic_runs", "loop", "when", "zero_cotangent"]
 
 
 def _is_float(aval) -> bool:
@@ -78,10 +78,67 @@ def when(predicate, update, operand):
 
 
 def loop(body, state, inputs):
-    """``lax.scan`` over ``inputs`` (a tuple of arrays with a leading axis), skipped when they are empty."""
-    if not jax.tree_util.tree_leaves(inputs) or jax.tree_util.tree_leaves(inputs)[0].shape[0] == 0:
+    """``lax.scan`` of ``body`` over ``inputs`` (a pytree of arrays with a common leading axis), skipped when they
+    are empty.
+
+    Integer tables given as numpy arrays (one row per iteration, a row of any shape) that are arithmetic over long
+    runs (a pipeline's: a few thousand runs at 10^5 steps, against an entry per step) are not embedded whole: each
+    table, read in row-major order, is kept as its runs (:func:`arithmetic_runs`), and the loop carries an
+    iteration counter and, per table, the run of its next entry, from which each row is computed. The compiled
+    program then holds tables that grow with the runs, not with the length.
+    """
+    leaves, tree = jax.tree_util.tree_flatten(inputs)
+    if not leaves or leaves[0].shape[0] == 0:
         return state
-    return jax.lax.scan(lambda state, inputs: (body(state, inputs), None), state, inputs)[0]
+    length = leaves[0].shape[0]
+    plain = lambda: jax.lax.scan(lambda state, inputs: (body(state, inputs), None), state, inputs)[0]  # noqa: E731
+    if not all(isinstance(leaf, np.ndarray) and leaf.dtype.kind in "iu" for leaf in leaves):
+        return plain()
+    tables = [_RunTable(leaf) for leaf in leaves]
+    if sum(table.runs for table in tables) > sum(leaf.size for leaf in leaves) // 4:
+        return plain()  # rows that change pattern every few entries: embed them as they are
+
+    def counted(carry, _):
+        state, j, runs = carry
+        rows, runs = zip(*(table.row(j, run) for table, run in zip(tables, runs)))
+        state = body(state, jax.tree_util.tree_unflatten(tree, list(rows)))
+        return (state, j + 1, tuple(runs)), None
+
+    zero = np.int32(0)
+    return jax.lax.scan(counted, (state, zero, (zero,) * len(tables)), None, length=length)[0][0]
+
+
+class _RunTable:
+    """A table of rows, kept as the arithmetic runs of its entries in row-major order (see :func:`loop`)."""
+
+    def __init__(self, table: np.ndarray):
+        self.shape, self.dtype = table.shape[1:], table.dtype
+        self.width = int(np.prod(self.shape, dtype=np.int64))
+        starts, firsts, steps = arithmetic_runs(table.reshape(-1))
+        self.runs = len(starts)
+        # Each run's first entry, then the end, repeated so that a window of width + 1 bounds never runs off.
+        bounds = np.concatenate([starts, np.full(self.width + 1, table.size)])
+        self.bounds, self.firsts, self.steps = (jnp.asarray(a.astype(np.int32)) for a in (bounds, firsts, steps))
+
+    def row(self, j, run):
+        """Row ``j``, given the run of its first entry; and the run of the next row's first entry."""
+        entries = j * self.width + jnp.arange(self.width, dtype=np.int32)
+        window = jax.lax.dynamic_slice(self.bounds, (run + 1,), (self.width,))  # where the next runs start
+        runs = run + jnp.sum(window[:, None] <= entries[None, :], axis=0, dtype=np.int32)
+        values = self.firsts[runs] + self.steps[runs] * (entries - self.bounds[runs])
+        last = runs[-1]
+        following = last + (self.bounds[last + 1] == (j + 1) * self.width).astype(np.int32)
+        return values.reshape(self.shape).astype(self.dtype), following
+
+
+def arithmetic_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 1-D integer array as runs over which it moves by a constant step: ``(starts, firsts, steps)``, so that
+    ``values[starts[r] + k] == firsts[r] + k * steps[r]`` inside run ``r``."""
+    values = np.asarray(values, np.int64)
+    deltas = np.diff(values)
+    starts = np.concatenate([[0], np.flatnonzero(deltas[1:] != deltas[:-1]) + 1]).astype(np.int64)
+    steps = deltas[starts] if values.size > 1 else np.zeros(1, np.int64)
+    return starts, values[starts], steps
 
 
 class Executor:
