@@ -10,6 +10,7 @@ import numpy as np
 from memjax._budget import format_bytes
 from memjax._measure import tree_bytes
 from memjax._scan import ScanPlan, prepare
+from memjax._solver import EXACT_LENGTH
 
 __all__ = ["Explanation", "explain"]
 
@@ -28,7 +29,10 @@ class Explanation:
       stored_bytes: what the schedule stores at its peak, the initial carry included (within the budget).
       working_bytes: the transient working set outside the budget: one step's residuals, the stored item being
         saved or loaded, the carry cotangent and register, parameter-cotangent accumulators, and the ``ys`` and
-        ``xs``-cotangent buffers.
+        ``xs``-cotangent buffers. ``stored_bytes + working_bytes`` predicts XLA's temp memory for the gradient
+        (``compiled.memory_analysis().temp_size_in_bytes``), less ``xs_cotangent_bytes`` where the gradient
+        flows to ``xs``: that buffer is then the gradient's output (benchmarks/results/long_sequences.md).
+      xs_cotangent_bytes: the ``xs``-cotangent buffer (as large as ``xs``), within ``working_bytes``.
       forwards_per_step: forward evaluations per step as executed (1 for standard BPTT); a pipelined
         executor may make a few more than the policy's ``cost``.
       executor: how the backward sweep runs: ``"lax.scan"``, ``"pipelined"`` (loops of uniform bodies) or
@@ -47,6 +51,7 @@ class Explanation:
     budget_bytes: int
     stored_bytes: int
     working_bytes: int
+    xs_cotangent_bytes: int
     forwards_per_step: float
     store_all_bytes: int
     executor: str = "lax.scan"
@@ -57,6 +62,8 @@ class Explanation:
         plan = self.plan
         policy = plan.policy
         kind = plan.kind if policy is None else f"{policy.kind} (cost {policy.cost} forwards)"
+        if policy is not None and not policy.optimal:
+            kind += f"; closed form beyond {EXACT_LENGTH:,} steps, the optimum is at least {policy.lower_bound}"
         rows = [
             ("length", f"{plan.length} steps"),
             ("carry (hidden state)", format_bytes(self.carry_bytes)),
@@ -137,10 +144,10 @@ def explain(
     """
     plan, _, consts, _, _ = prepare(f, init, xs, length, memory, kind, checkpoint_policy, executor=executor)
     sizes = plan.sizes
-    xs_bytes = tree_bytes(xs)
     step_bytes = sizes.residual_bytes + sizes.invariant_bytes
     in_transit = max(sizes.carry_bytes, sizes.internal_bytes) if plan.policy is not None else 0
     ys_bytes = _ys_bytes(f, init, xs, plan.length)
+    xs_bytes = tree_bytes(xs)
     working = step_bytes + in_transit + 3 * sizes.carry_bytes + tree_bytes(consts) + xs_bytes + ys_bytes
     explanation = Explanation(
         plan=plan,
@@ -151,6 +158,7 @@ def explain(
         budget_bytes=plan.budget_bytes,
         stored_bytes=plan.stored_bytes,
         working_bytes=working,
+        xs_cotangent_bytes=xs_bytes,
         forwards_per_step=plan.forward_count / max(plan.length, 1),
         store_all_bytes=plan.store_all_bytes,
         executor=plan.executor,
