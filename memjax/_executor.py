@@ -77,6 +77,9 @@ def when(predicate, update, operand):
     return jax.lax.cond(predicate, update, lambda operand: operand, operand)
 
 
+COMPACT_BYTES = 256 * 1024
+
+
 def loop(body, state, inputs):
     """``lax.scan`` of ``body`` over ``inputs`` (a pytree of arrays with a common leading axis), skipped when they
     are empty.
@@ -85,14 +88,17 @@ def loop(body, state, inputs):
     runs (a pipeline's: a few thousand runs at 10^5 steps, against an entry per step) are not embedded whole: each
     table, read in row-major order, is kept as its runs (:func:`arithmetic_runs`), and the loop carries an
     iteration counter and, per table, the run of its next entry, from which each row is computed. The compiled
-    program then holds tables that grow with the runs, not with the length.
+    program then holds tables that grow with the runs, not with the length. Only loops whose tables take
+    ``COMPACT_BYTES`` or more (from about 16,000 steps on) are run so: decoding adds a few operations per table to
+    the loop's body, and to the time XLA takes to compile it.
     """
     leaves, tree = jax.tree_util.tree_flatten(inputs)
     if not leaves or leaves[0].shape[0] == 0:
         return state
     length = leaves[0].shape[0]
     plain = lambda: jax.lax.scan(lambda state, inputs: (body(state, inputs), None), state, inputs)[0]  # noqa: E731
-    if not all(isinstance(leaf, np.ndarray) and leaf.dtype.kind in "iu" for leaf in leaves):
+    tables = all(isinstance(leaf, np.ndarray) and leaf.dtype.kind in "iu" for leaf in leaves)
+    if not tables or sum(leaf.nbytes for leaf in leaves) < COMPACT_BYTES:
         return plain()
     tables = [_RunTable(leaf) for leaf in leaves]
     if sum(table.runs for table in tables) > sum(leaf.size for leaf in leaves) // 4:
