@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from memjax._caches import register
+from memjax._caches import cached, register
 from memjax._columns import _HIDDEN, _INF, _INTERNAL, _NOTHING
 
 __all__ = ["hsm_cost"]
@@ -57,6 +57,7 @@ def _repetitions(t: int, m: int) -> tuple[int, int]:
     return r, beta
 
 
+@cached(maxsize=1 << 16)  # binomial checkpointing asks for the same (t, m) at many positions
 def _hsm_split(t: int, m: int) -> int:
     """An optimal first checkpoint ``y`` for BPTT-HSM (t >= 2, m >= 2).
 

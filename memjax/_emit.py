@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from memjax._caches import cached
 from memjax._columns import _HIDDEN, _INTERNAL, _SPENT
 from memjax._schedule import Op, Schedule
 
@@ -146,12 +147,33 @@ def emit_schedule(
             ]
             stack_top = source + i
         else:  # store nothing: re-advance from the start for every step, last step first
-            for k in range(b, a, -1):
-                advance_to(k - 1)
-                rows.append((Op.BACKWARD, k - 1, k, -1))
-                register = None
+            advance_to(b - 1)
+            rows.append((Op.BACKWARD, b - 1, b, -1))
+            register = None
+            if runs:
+                parts.append(np.array(rows, np.int32).reshape(-1, 4))
+                rows.clear()
+                parts.append(_store_nothing(a, b - 1, restore, source))
+            else:
+                for k in range(b - 1, a, -1):
+                    advance_to(k - 1)
+                    rows.append((Op.BACKWARD, k - 1, k, -1))
     table = np.concatenate([*parts, np.array(rows, np.int32).reshape(-1, 4)])
     return Schedule._emitted(t, *table.T, s, i)
+
+
+def _store_nothing(a: int, b: int, restore: int, source: int) -> np.ndarray:
+    """Back-propagate steps ``b .. a + 1`` (``b > a``), last first, each after restoring ``h_a`` by ``restore``
+    from ``source`` and advancing to the step before it."""
+    k = np.arange(b, a, -1)  # the step back-propagated
+    n = k.size
+    restores = np.stack([np.full(n, restore), np.full(n, a), np.full(n, a), np.full(n, source)], axis=1)
+    advances = np.stack([np.full(n, Op.ADVANCE), np.full(n, a), k - 1, np.full(n, -1)], axis=1)
+    backward = np.stack([np.full(n, Op.BACKWARD), k - 1, k, np.full(n, -1)], axis=1)
+    rows = np.stack([restores, advances, backward], axis=1).reshape(-1, 4)
+    keep = np.ones(3 * n, bool)
+    keep[3 * n - 2] = False  # step a + 1 needs no advance
+    return rows[keep].astype(np.int32)
 
 
 def _store_every_internal(a: int, b: int, top: int, size: int) -> np.ndarray:
@@ -177,21 +199,33 @@ def _store_every_hidden(a: int, b: int, top: int, size: int, restore: int, sourc
 
     Without room for the ``last`` state ``h_{b-1}`` (one slot fewer: binomial checkpointing still stores every
     state but that one, which is in the register when step ``b`` is back-propagated), its save and free are left
-    out."""
-    n = b - a - 1
-    k = np.arange(a, b - 1)  # ADVANCE k -> k + 1, then SAVE_HIDDEN h_{k+1}
-    offsets = top + size * (k - a)
+    out. Binomial checkpointing writes many such runs of the same length: each is a shifted copy of one."""
+    rows = _hidden_run(b - a, size, last) + np.array([0, a, a, top], np.int32)
+    rows[rows[:, 0] == Op.ADVANCE, 3] = -1
+    rows[rows[:, 0] == Op.BACKWARD, 3] = -1
+    rows[rows[:, 0] == Op.FREE, 1:3] -= np.array([a, a], np.int32)
+    rows[-2] = (restore, a, a, source)  # restoring h_a
+    return rows
+
+
+@cached(maxsize=1024)
+def _hidden_run(steps: int, size: int, last: bool) -> np.ndarray:
+    """:func:`_store_every_hidden` of ``(0, steps]`` from offset 0 (a read-only table: copy it to change it)."""
+    n = steps - 1
+    k = np.arange(n)  # ADVANCE k -> k + 1, then SAVE_HIDDEN h_{k+1}
+    offsets = size * k
     advance = np.stack([np.full(n, Op.ADVANCE), k, k + 1, np.full(n, -1)], axis=1)
     save = np.stack([np.full(n, Op.SAVE_HIDDEN), k + 1, k + 1, offsets], axis=1)
-    final = np.array([[Op.BACKWARD, b - 1, b, -1]])
-    down = k[::-1] + 1  # h_{b-1} .. h_{a+1} are freed in turn
+    final = np.array([[Op.BACKWARD, steps - 1, steps, -1]])
+    down = k[::-1] + 1  # h_{steps-1} .. h_1 are freed in turn
     freed = np.stack([np.full(n, Op.FREE), np.zeros(n, np.int64), np.full(n, size), offsets[::-1]], axis=1)
-    sources = np.concatenate([offsets[::-1][1:], [source]])  # where h_{k-1} is restored from
+    sources = np.concatenate([offsets[::-1][1:], [0]])  # where h_{k-1} is restored from (h_0: set by the caller)
     restores = np.stack([np.full(n, Op.RESTORE_HIDDEN), down - 1, down - 1, sources], axis=1)
-    restores[-1, 0] = restore
     backward = np.stack([np.full(n, Op.BACKWARD), down - 1, down, np.full(n, -1)], axis=1)
     sweep = np.stack([advance, save], axis=1).reshape(-1, 4)
     back = np.stack([freed, restores, backward], axis=1).reshape(-1, 4)
     if not last:
         sweep, back = sweep[:-1], back[1:]
-    return np.concatenate([sweep, final, back]).astype(np.int32)
+    rows = np.concatenate([sweep, final, back]).astype(np.int32)
+    rows.setflags(write=False)
+    return rows

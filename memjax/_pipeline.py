@@ -39,6 +39,7 @@ from memjax._schedule import Op, Schedule
 
 __all__ = ["Pipeline", "pipeline", "CHUNK"]
 
+MAX_FORWARDS = 1 << 26  # recomputations a pipeline may hold (its tables take 16 bytes each)
 CHUNK = 16  # iterations per conditional of the main loop: conditionals per gradient are about length / CHUNK
 
 # Restore codes of a forward: keep the register, load a carry from the pools, or take the initial carry.
@@ -247,13 +248,11 @@ def _first_sweep(schedule: Schedule, restored: set):
     or ``(LOAD_INTERNAL, c)``.
     """
     t, first = schedule.length, schedule.first_backward
-    hidden = {}  # position a -> offset of h_a
-    internal = {}  # step k -> offset of I_k
-    for op, a, off in zip(schedule.op[:first], schedule.start[:first], schedule.offset[:first]):
-        if op == Op.SAVE_HIDDEN and int(off) in restored:
-            hidden[int(a)] = int(off)
-        elif op == Op.SAVE_INTERNAL:
-            internal[int(a) + 1] = int(off)
+    op, start, offset = schedule.op[:first], schedule.start[:first], schedule.offset[:first]
+    saved = (op == Op.SAVE_HIDDEN) & np.isin(offset, np.fromiter(restored, np.int64, len(restored)))
+    hidden = dict(zip(start[saved].tolist(), offset[saved].tolist()))  # position a -> offset of h_a
+    stored = op == Op.SAVE_INTERNAL
+    internal = dict(zip((start[stored] + 1).tolist(), offset[stored].tolist()))  # step k -> offset of I_k
     run_start = t
     while run_start - 1 in internal:  # the run of internal states ending at step t - 1
         run_start -= 1
@@ -293,7 +292,9 @@ def _forward_stream(schedule: Schedule):
     before = rows - 1  # the row before each forward row: a restore, or a forward (KEEP)
     kind = np.where(before >= 0, restore_kind[np.maximum(before, 0)], KEEP)
     source = np.where(kind == KEEP, -1, offset[np.maximum(before, 0)])
-    count = np.where(op[rows] == Op.ADVANCE, stop[rows] - start[rows], 1)  # forwards of each row
+    count = np.where(op[rows] == Op.ADVANCE, stop[rows] - start[rows], 1).astype(np.int64)  # forwards of each row
+    if count.sum() > MAX_FORWARDS:
+        return None  # far outside the two-forward family: not worth tables this long
     first_of_row = np.cumsum(count) - count
     within = np.arange(int(count.sum())) - np.repeat(first_of_row, count)
     steps = np.repeat(start[rows], count) + 1 + within

@@ -16,6 +16,7 @@ from memjax._schedule import Op, Schedule
 __all__ = ["Tables", "compile_tables", "CONDS_PER_ROW", "CONDS_PER_FORWARD_STEP"]
 
 CONDS_PER_ROW = 7
+MAX_ROWS = 1 << 28  # 3 GiB of tables; a schedule this long would take days to run
 CONDS_PER_FORWARD_STEP = 2
 
 
@@ -66,7 +67,13 @@ def compile_tables(schedule: Schedule) -> Tables:
     keep = op != Op.FREE
     op, start, stop, offset = op[keep], start[keep], stop[keep], offset[keep]
     # One row per step of an ADVANCE: repeat its row (b - a) times, with start a, a + 1, ..., b - 1.
-    repeats = np.where(op == Op.ADVANCE, stop - start, 1)
+    repeats = np.where(op == Op.ADVANCE, stop - start, 1).astype(np.int64)
+    if repeats.sum() > MAX_ROWS:
+        raise ValueError(
+            f"this schedule makes {schedule.forward_count:,} forward evaluations over {t:,} steps "
+            f"({schedule.forward_count / t:,.0f} per step): the interpreter would need {int(repeats.sum()):,} rows, "
+            f"more than {MAX_ROWS:,}. Give the scan more memory (memjax.explain shows forwards per step by budget)."
+        )
     first_of_row = np.repeat(np.cumsum(repeats) - repeats, repeats)
     within = np.arange(int(repeats.sum())) - first_of_row
     op, start, offset = (np.repeat(column, repeats) for column in (op, start, offset))

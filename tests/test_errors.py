@@ -112,3 +112,13 @@ def test_string_leaf_in_xs():
     with pytest.raises(TypeError, match="'lstm'") as ours:
         memjax.scan(lambda c, x: (c, None), jnp.zeros(2), xs)
     assert str(ours.value).splitlines()[0] == str(theirs.value).splitlines()[0]
+
+
+def test_a_schedule_too_long_for_the_interpreter_says_so():
+    """At the least memory of 10^5 steps (5 * 10^9 forwards) the interpreter's tables would not fit: a clear error,
+    not an allocation failure."""
+    xs = jnp.zeros((10**5, 1))
+    plan = memjax.plan_scan(lambda c, x: (c + x, c), jnp.zeros(1), xs, memory=1e-9, kind="msm")
+    assert plan.raised_to_least and plan.forward_count > 10**9
+    with pytest.raises(ValueError, match="Give the scan more memory"):
+        _ = plan.tables
