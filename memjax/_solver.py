@@ -256,6 +256,11 @@ class Policy:
 
 @cached(maxsize=64)
 def _schedule_of(policy: Policy) -> Schedule:
+    return _emit(policy)
+
+
+def _emit(policy: Policy, runs: bool = True) -> Schedule:
+    """``policy`` flattened by :func:`memjax._emit.emit_schedule` (``runs=False``: one action at a time)."""
     return emit_schedule(
         policy.length,
         policy.hidden_quanta,
@@ -263,6 +268,7 @@ def _schedule_of(policy: Policy) -> Schedule:
         policy.budget_quanta,
         policy._decide,
         binomial=policy._binomial,
+        runs=runs,
     )
 
 

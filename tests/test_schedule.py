@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memjax._emit import emit_schedule
+from memjax import _solver
 from memjax.planning import KINDS, Op, Schedule, ScheduleError, min_memory, simulate, solve
 
 GRID_ALPHAS = (1.0, 1.5, 2.0, 2.5, 3.0, 7 / 3)
@@ -135,15 +135,7 @@ def check_policy(policy) -> None:
     result = simulate(schedule, budget_quanta=policy.budget_quanta)
     assert result == schedule._summary  # the emitter's counts (numpy) are the simulation's
     # Runs written at once (numpy) are the actions the recursion writes one by one.
-    one_by_one = emit_schedule(
-        policy.length,
-        policy.hidden_quanta,
-        policy.internal_quanta,
-        policy.budget_quanta,
-        policy._decide,
-        binomial=policy._binomial,
-        runs=False,
-    )
+    one_by_one = _solver._emit(policy, runs=False)
     for column in ("op", "start", "stop", "offset"):
         np.testing.assert_array_equal(getattr(schedule, column), getattr(one_by_one, column), err_msg=column)
     assert result.forward_count == schedule.forward_count == policy.cost
