@@ -2,10 +2,11 @@
 
 * :func:`hsm_cost`: binomial checkpointing (BPTT-HSM) in closed form, and an optimal split (``docs/solver.md``,
   fact 3);
+* :func:`ism_cost`: BPTT-ISM in closed form, and an optimal split (fact 16);
 * :func:`_two_forward_length`: how far the two-forward lower bound of MSM and ISM is reached (fact 4), and the
   policy that reaches it;
 * Chen's equal segments (:func:`_chen_segment`);
-* :func:`_cost_bound`: upper bounds on the MSM and ISM optimum (fact 5), which cap the DP tables;
+* :func:`_cost_bound`: upper bounds on the MSM optimum (fact 5), which cap the DP tables;
 * the decisions of the kinds that need no table (``"hsm"``, ``"recompute"``, ``"store_all"``, ``"chen"`` and the
   two-forward policy), in the form the schedule emitter reads (:data:`memjax._emit.Decide`).
 
@@ -22,7 +23,7 @@ import numpy as np
 from memjax._caches import cached, register
 from memjax._columns import _HIDDEN, _INF, _INTERNAL, _NOTHING
 
-__all__ = ["hsm_cost"]
+__all__ = ["hsm_cost", "ism_cost"]
 
 
 def hsm_cost(length: int, memory: int) -> int:
@@ -75,6 +76,62 @@ def _hsm_split(t: int, m: int) -> int:
         if y + hsm_cost(y, m) + hsm_cost(t - y, m - 1) == best:
             return y
     raise AssertionError("no optimal split found")  # pragma: no cover
+
+
+def ism_cost(length: int, slots: int) -> int:
+    """Closed form of BPTT-ISM (internal states only), docs/solver.md, fact 16.
+
+    With ``f(M, r) = binom(M + 1 + r, r) - 1`` the most steps that ``M`` slots back-propagate computing each step at
+    most ``r`` times, and ``r`` the smallest integer with ``f(M, r) >= t``:
+    ``C(t, M) = r t - binom(M + 1 + r, r - 1) + r``. In the paper's convention, whose ``m`` counts the internal
+    state being back-propagated too, ``m = M + 1``: ``C(10, 2) = 24``, ``C(100, 5) = 320``.
+
+    Args:
+      length: number of steps ``t >= 0``.
+      slots: internal states that fit besides the start state, ``M = (q - s) // i >= 0``; the internal state of the
+        step being back-propagated is transient and not counted.
+
+    Returns:
+      The least number of forward step evaluations, the first forward pass included.
+    """
+    t, m = int(length), int(slots)
+    if t <= 1:
+        return t
+    r = _ism_repetitions(t, m)
+    return r * t - math.comb(m + 1 + r, r - 1) + r
+
+
+def _ism_reach(m: int, r: int) -> int:
+    """``f(M, r)``: the longest sequence ``M`` internal slots back-propagate computing each step at most ``r``
+    times (fact 16)."""
+    return math.comb(m + 1 + r, r) - 1
+
+
+def _ism_repetitions(t: int, m: int) -> int:
+    """The smallest ``r`` with ``f(M, r) >= t``."""
+    r, reach = 0, 0
+    while reach < t:
+        r += 1
+        reach = (reach + 1) * (m + 1 + r) // r - 1  # binom(M + 1 + r, r) from binom(M + r, r - 1)
+    return r
+
+
+def _ism_split(t: int, m: int) -> int:
+    """An optimal internal split ``y`` for BPTT-ISM beyond the floor (``t > M + 1 >= 2``): the left part (``y - 1``
+    steps, ``M`` slots) as long as ``r - 1`` computations per step allow, the right part (``t - y`` steps, ``M - 1``
+    slots) at least as long as ``r - 1`` need (fact 16)."""
+    r = _ism_repetitions(t, m)
+    return 1 + min(_ism_reach(m, r - 1), t - 1 - _ism_reach(m - 1, r - 1))
+
+
+def _ism_decide(s: int, i: int, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
+    """The decisions of optimal BPTT-ISM (fact 16) with ``(q - s) // i`` internal slots."""
+    t, slots = b - a, (q - s) // i
+    if slots < 1:
+        return _NOTHING, 0
+    if t <= slots + 1:
+        return _INTERNAL, 1  # every internal state fits (fact 1)
+    return _INTERNAL, _ism_split(t, slots)
 
 
 def _full_quanta(t: int, s: int, i: int, internal: bool) -> int:
@@ -142,16 +199,13 @@ def _store_all_decide(a: int, b: int, q: int, freeable: bool) -> tuple[int, int]
     return _INTERNAL, 1
 
 
-def _cost_bound(t: int, q: int, s: int, i: int, hidden: bool) -> int:
-    """An upper bound on the cost of MSM (``hidden``) or ISM with ``q >= s`` quanta (fact 5): the cheapest of
-    binomial checkpointing and, for MSM, Chen's segments and :func:`_chain_cost`.
+def _cost_bound(t: int, q: int, s: int, i: int) -> int:
+    """An upper bound on the cost of MSM with ``q >= s`` quanta (fact 5): the cheapest of the optimal ISM policy
+    (fact 16), binomial checkpointing, Chen's segments and :func:`_chain_cost`.
 
     The closer the bound, the lower the caps of a table solved for it (facts 14 and 15), and the fewer its cells.
     """
-    bound = hsm_cost(t, (q - s) // i + 1)
-    if hidden:
-        bound = min(bound, hsm_cost(t, q // s), _chen_segment(t, q, s, i)[1], _chain_cost(t, q, s, i))
-    return bound
+    return min(ism_cost(t, (q - s) // i), hsm_cost(t, q // s), _chen_segment(t, q, s, i)[1], _chain_cost(t, q, s, i))
 
 
 def _chain_cost(t: int, q: int, s: int, i: int) -> int:

@@ -35,18 +35,20 @@ from memjax._closed_forms import (
     _cost_bound,
     _full_quanta,
     _hsm_decide,
+    _ism_decide,
     _recompute_decide,
     _store_all_decide,
     _two_forward_decide,
     _two_forward_length,
     hsm_cost,
+    ism_cost,
 )
 from memjax._columns import _INF, Columns
 from memjax._dp_kernels import ColumnSolver
 from memjax._emit import Decide, emit_schedule
 from memjax._schedule import Schedule
 
-__all__ = ["KINDS", "Policy", "check_kind", "solve", "min_memory", "hsm_cost"]
+__all__ = ["KINDS", "Policy", "check_kind", "solve", "min_memory", "hsm_cost", "ism_cost"]
 
 KINDS = ("msm", "hsm", "ism", "chen", "store_all", "recompute")
 _MAX_QUANTA_PER_UNIT = 8
@@ -128,8 +130,8 @@ def _table(
     return table
 
 
-def _exact_table(t: int, q: int, s: int, i: int, hidden: bool) -> Columns:
-    """A table in which cell ``(t, q)`` and every sub-problem of its optimal policy are exact: capped one above the
+def _exact_table(t: int, q: int, s: int, i: int) -> Columns:
+    """An MSM table in which cell ``(t, q)`` and every sub-problem of its optimal policy are exact: capped one above the
     cost bound (docs/solver.md, facts 5, 14 and 15).
 
     Queries of ``_QUERY_LENGTH`` steps or more, unless the shared or the last such table already holds the cell
@@ -138,16 +140,16 @@ def _exact_table(t: int, q: int, s: int, i: int, hidden: bool) -> Columns:
     tables; it is capped at ``2t`` first (the common case, which later queries reuse), and only if the cell reaches
     that at the bound."""
     if t >= _QUERY_LENGTH:
-        key = (s, i, hidden, True)
+        key = (s, i, True, True)
         for table in (_TABLES.get(key), _QUERY_TABLES.get(key)):
             if table is not None and table.length >= t and table.quanta >= q and table.exact(t, q):
                 return table
-        cap_slack = _cost_bound(t, q, s, i, hidden) + 1 - t
-        _QUERY_TABLES[key] = _solve_table(t, q, s, i, hidden, True, cap_slack, query=True)
+        cap_slack = _cost_bound(t, q, s, i) + 1 - t
+        _QUERY_TABLES[key] = _solve_table(t, q, s, i, True, True, cap_slack, query=True)
         return _QUERY_TABLES[key]
-    bound = _cost_bound(t, q, s, i, hidden)
+    bound = _cost_bound(t, q, s, i)
     for cap_slack in sorted({min(t + 1, bound + 1 - t), bound + 1 - t}):
-        table = _table(t, q, s, i, hidden, True, cap_slack, cell=(t, q))
+        table = _table(t, q, s, i, True, True, cap_slack, cell=(t, q))
         if table.exact(t, q):
             return table
     raise AssertionError(f"cost of ({t}, {q}) above its bound {bound}")  # pragma: no cover
@@ -213,7 +215,7 @@ class Policy:
         always made and not counted.
       optimal: whether ``cost`` is the optimum of ``kind``. It is, except for MSM beyond
         ``EXACT_LENGTH`` steps within less memory than the two-forward policy needs, where the exact dynamic
-        program would take minutes: the policy is then the cheapest of the chain, binomial and Chen policies
+        program would take minutes: the policy is then the cheapest of the chain, binomial, ISM and Chen policies
         (docs/solver.md, fact 5), within ``cost / lower_bound`` of the optimum.
     """
 
@@ -329,10 +331,12 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
         return Policy(
             kind, t, m, alpha, max(t, 2 * t - 1 - slots), s, i, q, functools.partial(_two_forward_decide, s, i)
         )
-    if kind == "msm" and t > EXACT_LENGTH:
+    if kind == "ism" or i < s:  # in closed form (docs/solver.md, fact 16); MSM equals ISM when i < s (fact 2)
+        return Policy(kind, t, m, alpha, ism_cost(t, slots), s, i, q, functools.partial(_ism_decide, s, i))
+    if t > EXACT_LENGTH:
         cost, decide, binomial = _closed_form_policy(t, q, s, i)
         return Policy(kind, t, m, alpha, cost, s, i, q, decide, optimal=False, _binomial=binomial)
-    table = _exact_table(t, q, s, i, hidden=kind == "msm")
+    table = _exact_table(t, q, s, i)
     return Policy(kind, t, m, alpha, table.cost(t, q), s, i, q, functools.partial(_table_decide, table))
 
 
@@ -340,10 +344,13 @@ def _closed_form_policy(t: int, q: int, s: int, i: int) -> tuple[int, Decide, bo
     """The cheapest MSM policy known in closed form (docs/solver.md, fact 5: its cost is ``_cost_bound``):
     ``(cost, decide, binomial)``."""
     chain = _chain_cost(t, q, s, i)
+    internal = ism_cost(t, (q - s) // i)
     binomial = hsm_cost(t, q // s)
     segment, chen = _chen_segment(t, q, s, i)
-    if chain <= min(binomial, chen):
+    if chain <= min(internal, binomial, chen):
         return chain, functools.partial(_chain_decide, s, i), False
+    if internal <= min(binomial, chen):
+        return internal, functools.partial(_ism_decide, s, i), False
     if binomial <= chen:
         return binomial, functools.partial(_binomial_decide, s), True
     return chen, functools.partial(_chen_decide, t, segment), False
@@ -395,17 +402,22 @@ def min_memory(length: int, max_cost: int | None = None, *, alpha: float = 1.0, 
         return float(lo)
     if max_cost >= t * (t + 1) // 2:
         return 1.0
-    hidden = kind == "msm"
-    # The table's cost grows with its width, so solve it only as wide as the answer can be: the least width at
-    # which a known policy (_cost_bound, docs/solver.md fact 5) makes at most max_cost forwards. The bound holds at
-    # full width (its cost is the floor t there), so the search ends on a width where it holds.
+    if kind == "ism" or i < s:  # in closed form (fact 16), non-increasing in the slots (fact 6)
+        lo, hi = 0, t - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if ism_cost(t, mid) <= max_cost else (mid + 1, hi)
+        return float(s + i * lo) / s
+    # MSM from here on. The table's cost grows with its width, so solve it only as wide as the answer can be: the
+    # least width at which a known policy (_cost_bound, docs/solver.md fact 5) makes at most max_cost forwards. The
+    # bound holds at full width (its cost is the floor t there), so the search ends on a width where it holds.
     lo, hi = s, _full_quanta(t, s, i, True)
     while lo < hi:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if _cost_bound(t, mid, s, i, hidden) <= max_cost else (mid + 1, hi)
-    if hidden and t > EXACT_LENGTH:  # solve() plans these by the same bound (_closed_form_policy)
+        lo, hi = (lo, mid) if _cost_bound(t, mid, s, i) <= max_cost else (mid + 1, hi)
+    if t > EXACT_LENGTH:  # solve() plans these by the same bound (_closed_form_policy)
         return float(hi) / s
-    table = _table(t, hi, s, i, hidden=hidden, internal=True, cap_slack=max_cost + 1 - t)
+    table = _table(t, hi, s, i, hidden=True, internal=True, cap_slack=max_cost + 1 - t)
     lo = s
     while lo < hi:  # more memory never costs more (docs/solver.md, fact 6; cells above max_cost may be capped at
         mid = (lo + hi) // 2  # max_cost + 1 or more)

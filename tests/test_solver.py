@@ -820,7 +820,7 @@ def test_two_forward_policy_at_t_10000_equals_the_table():
     t, s, i = 10_000, 2, 15
     q = 2 + 15 * 139
     assert _closed_forms._two_forward_length((q - s) // i) >= t > _closed_forms._two_forward_length((q - s) // i - 1)
-    table = _solver._exact_table(t, q, s, i, hidden=True)
+    table = _solver._exact_table(t, q, s, i)
     policy = solve(t, q / s, alpha=7.5)
     assert policy.cost == table.cost(t, q) == 2 * t - 1 - 139
 
@@ -881,7 +881,7 @@ def test_solve_is_cached_and_tables_are_reused(monkeypatch):
 
     table = _solver._TABLES[(4, 19, True, True)]
     # cells capped one above the cost bound (docs/solver.md, fact 14), here below Chen's forwards and 2t
-    bound = _closed_forms._cost_bound(40, 120, 4, 19, True)
+    bound = _closed_forms._cost_bound(40, 120, 4, 19)
     assert bound <= solve(40, 30.0, alpha=alpha, kind="chen").cost < 2 * 40 and table.cap_slack == bound + 1 - 40
     _solver._solve.cache_clear()  # the policies only: the table stays
     again = solve(40, 30.0, alpha=alpha)  # a new Policy, solved from the cached table
@@ -904,8 +904,8 @@ def test_solve_is_cached_and_tables_are_reused(monkeypatch):
     solve(60, 10.5, alpha=alpha)
     solve(60, 59.75, alpha=alpha)
     assert len(calls) == 4
-    solve(20, 12.5, alpha=alpha, kind="ism")  # another kind: another table; above 2t + 1, so capped at its bound
-    assert len(calls) == 6 and len(_solver._TABLES) == 2 and calls[-1][-1] > calls[-2][-1]
+    solve(20, 12.5, alpha=alpha, kind="ism")  # in closed form (docs/solver.md, fact 16): no table
+    assert len(calls) == 4 and len(_solver._TABLES) == 1
     clear_caches()
 
 
@@ -1008,12 +1008,12 @@ def test_closed_form_policies_against_the_exact_solver(alpha, exact_below_40):
             slots += 1
         for q in sorted(set(np.linspace(least, s + slots * i, 8).astype(int).tolist())):
             policy = solve(t, q / s, alpha=alpha)
-            exact = _solver._exact_table(t, q, s, i, True).cost(t, q)
+            exact = _solver._exact_table(t, q, s, i).cost(t, q)
             if t <= _closed_forms._two_forward_length((q - s) // i):
                 assert policy.optimal and policy.cost == exact
                 continue
             check_policy(policy)
-            assert not policy.optimal and policy.cost == _closed_forms._cost_bound(t, q, s, i, True)
+            assert not policy.optimal and policy.cost == _closed_forms._cost_bound(t, q, s, i)
             assert policy.lower_bound <= exact <= policy.cost <= 1.4 * exact, (t, q)
             ratios.append(policy.cost / exact)
     assert ratios and np.median(ratios) < 1.05

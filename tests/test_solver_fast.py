@@ -310,14 +310,29 @@ def test_query_tables_are_exact_below_their_caps(alpha, hidden):
 
 @pytest.mark.parametrize("alpha", (1.0, 2.0, 7 / 3, 7.5))
 def test_cost_bound_is_an_upper_bound(alpha):
-    """Fact 5: the bound used to cap tables (``_closed_forms._cost_bound``: binomial, Chen's and the chain of
-    checkpoints) is never below the optimum."""
+    """Fact 5: the bound used to cap tables (``_closed_forms._cost_bound``: ISM's optimum, binomial, Chen's and the
+    chain of checkpoints) is never below the optimum."""
     s, i = _quantize(alpha)
     length, quanta = 200, (s + i * 199) // 3
-    for hidden in (True, False):
-        want, _ = reference_solve_table(length, quanta, s, i, hidden, True)
-        for t in range(1, length + 1, 7):
-            for q in range(s, quanta + 1, 3):
-                assert want.cost[t, q] <= _closed_forms._cost_bound(t, q, s, i, hidden), (t, q, hidden)
-                if hidden and q >= 2 * s:
-                    assert want.cost[t, q] <= _closed_forms._chain_cost(t, q, s, i), (t, q)
+    want, _ = reference_solve_table(length, quanta, s, i, True, True)
+    for t in range(1, length + 1, 7):
+        for q in range(s, quanta + 1, 3):
+            assert want.cost[t, q] <= _closed_forms._cost_bound(t, q, s, i), (t, q)
+            if q >= 2 * s:
+                assert want.cost[t, q] <= _closed_forms._chain_cost(t, q, s, i), (t, q)
+
+
+@pytest.mark.parametrize("alpha", (1.0, 7 / 3, 7.5))
+def test_ism_cost_equals_the_recurrence(alpha):
+    """Fact 16: BPTT-ISM's closed form equals its recurrence on every cell of a 300-step table, and the split of
+    ``_ism_split`` reaches it."""
+    s, i = _quantize(alpha)
+    length = 300
+    want, _ = reference_solve_table(length, s + i * 40, s, i, False, True)
+    for q in range(s, s + i * 40 + 1):
+        slots = (q - s) // i
+        got = [_closed_forms.ism_cost(t, slots) for t in range(length + 1)]
+        np.testing.assert_array_equal(want.cost[:, q], got, err_msg=f"q={q}")
+        for t in range(slots + 2, length + 1) if slots >= 1 else ():
+            y = _closed_forms._ism_split(t, slots)
+            assert 1 <= y < t and y + got[y - 1] + _closed_forms.ism_cost(t - y, slots - 1) == got[t], (t, slots)
