@@ -312,35 +312,59 @@ def _timing(forwards: int, need: np.ndarray, chunk: int):
     Returns ``(lead, chunks, remainder, extra, done_before)``, ``done_before[j]`` being the forwards done before
     backward step ``j``; ``None`` if one extra forward per chunk cannot keep up with the segments' growth.
     """
+    lead = _least_lead(forwards, need, chunk)
+    if lead is None:
+        return None
     n = len(need)
-    lead = int(need[0])
-    while lead <= forwards:
-        done, j, extra, sizes, skip = lead, 0, [], [], 1
-        done_before = np.zeros(n, np.int64)
-        while done < forwards and j < n:
-            width = min(chunk, n - j)
-            lag = int(np.max(need[j : j + width] - (done + np.arange(width))))  # forwards missing, none added
-            if lag > 1:
-                # A longer lead-in is at most as far ahead here as it is longer: those below lead + lag - 1 fail
-                # here too.
-                skip = lag - 1
-                break
-            done += max(lag, 0)
-            size = min(chunk, forwards - done, n - j)  # iterations of this chunk: a backward, then a forward
-            done_before[j : j + size] = done + np.arange(size)
-            extra.append(max(lag, 0))
-            sizes.append(size)
-            done += size
-            j += size
-            if size < chunk:
-                break
-        done_before[j:] = done
-        if done < forwards or np.any(done_before < need) or (sizes and min(sizes[:-1], default=chunk) < chunk):
-            lead += skip
-            continue
-        remainder = sizes[-1] if sizes and sizes[-1] < chunk else 0
-        return lead, len(sizes) - (remainder > 0), remainder, np.array(extra, np.int32), done_before
-    return None
+    done, j, extra, sizes = lead, 0, [], []
+    done_before = np.full(n, forwards, np.int64)
+    while done < forwards and j < n:
+        width = min(chunk, n - j)
+        lag = max(int(np.max(need[j : j + width] - (done + np.arange(width)))), 0)  # forwards missing
+        assert lag <= 1, "_least_lead's lead-in falls behind"
+        done += lag
+        size = min(chunk, forwards - done, n - j)  # iterations of this chunk: a backward, then a forward
+        done_before[j : j + size] = done + np.arange(size)
+        extra.append(lag)
+        sizes.append(size)
+        done += size
+        j += size
+        if size < chunk:
+            break
+    remainder = sizes[-1] if sizes and sizes[-1] < chunk else 0
+    return lead, len(sizes) - (remainder > 0), remainder, np.array(extra, np.int32), done_before
+
+
+def _least_lead(forwards: int, need: np.ndarray, chunk: int) -> int | None:
+    """The least lead-in with which the chunks of :func:`_timing` keep up, or ``None``.
+
+    A chunk ``c`` (backward steps ``j_c ..``) starts ``D_c`` forwards ahead of its first backward step; it needs
+    ``g_c = max_k (need[j_c + k] - k) - j_c`` and may add one extra forward, so ``D_{c+1} = max(D_c, g_c)``, which
+    fails where ``g_c > D_c + 1``. Hence ``D_c = max(lead, g_0, .., g_{c-1})``, and a lead-in works if every chunk
+    started before all forwards are done keeps up, and all forwards are done by the last backward step: a
+    condition monotone in the lead-in, searched by bisection with numpy.
+    """
+    n = len(need)
+    starts = np.arange(0, n, chunk)
+    within = np.arange(n) - np.repeat(starts, chunk)[:n]
+    gap = np.maximum.reduceat(need - within, starts) - starts
+    ahead = np.concatenate([[np.iinfo(np.int64).min], np.maximum.accumulate(gap)[:-1]])  # max g before chunk c
+
+    def works(lead: int) -> bool:
+        d = np.maximum(lead, ahead)
+        started = starts + d < forwards
+        if np.any(started & (gap > d + 1)):
+            return False
+        return not started[-1] or n + max(lead, int(gap.max())) >= forwards
+
+    # No lead-in shorter than this works: chunk c adds at most one forward (gap[c] <= lead + c + 1).
+    lo, hi = max(int(need[0]), int(np.max(gap - np.arange(len(gap)) - 1))), forwards
+    if lo > hi or not works(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if works(mid) else (mid + 1, hi)
+    return lo
 
 
 def _place(schedule, forward_step, restore_kind, restore_source, kept, hidden, internal, done_before):
