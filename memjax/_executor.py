@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from memjax._pool import PoolLayout
+from memjax._runs import Runs, compact
 
-__all__ = ["Executor", "arithmetic_runs", "loop", "when", "zero_cotangent"]
+__all__ = ["Executor", "loop", "when", "zero_cotangent"]
 
 
 def _is_float(aval) -> bool:
@@ -81,49 +82,57 @@ COMPACT_BYTES = 256 * 1024
 
 
 def loop(body, state, inputs):
-    """``lax.scan`` of ``body`` over ``inputs`` (a pytree of arrays with a common leading axis), skipped when they
-    are empty.
+    """``lax.scan`` of ``body`` over ``inputs`` (a pytree of arrays, or of :class:`memjax._runs.Runs`, with a
+    common leading axis), skipped when they are empty.
 
-    Integer tables given as numpy arrays (one row per iteration, a row of any shape) that are arithmetic over long
-    runs (a pipeline's: a few thousand runs at 10^5 steps, against an entry per step) are not embedded whole: each
-    table, read in row-major order, is kept as its runs (:func:`arithmetic_runs`), and the loop carries an
-    iteration counter and, per table, the run of its next entry, from which each row is computed. The compiled
-    program then holds tables that grow with the runs, not with the length. Only loops whose tables take
-    ``COMPACT_BYTES`` or more (from about 16,000 steps on) are run so: decoding adds a few operations per table to
-    the loop's body, and to the time XLA takes to compile it.
+    Integer tables given as numpy arrays (one row per iteration, a row of any shape) are embedded as their runs
+    (:mod:`memjax._runs`) where those take a quarter of the bytes or less, and tables given as runs always are:
+    the loop carries an iteration counter and, per such table, the run of its next entry, from which each row is
+    computed. The compiled program then holds tables that grow with the runs, not with the length. Numpy tables
+    are compacted only in loops whose tables take ``COMPACT_BYTES`` or more (from about 16,000 steps on):
+    decoding adds a few operations per table to the loop's body, and to the time XLA takes to compile it.
     """
-    leaves, tree = jax.tree_util.tree_flatten(inputs)
+    leaves, tree = jax.tree_util.tree_flatten(inputs, is_leaf=lambda leaf: isinstance(leaf, Runs))
     if not leaves or leaves[0].shape[0] == 0:
         return state
     length = leaves[0].shape[0]
-    plain = lambda: jax.lax.scan(lambda state, inputs: (body(state, inputs), None), state, inputs)[0]  # noqa: E731
-    tables = all(isinstance(leaf, np.ndarray) and leaf.dtype.kind in "iu" for leaf in leaves)
-    if not tables or sum(leaf.nbytes for leaf in leaves) < COMPACT_BYTES:
-        return plain()
-    tables = [_RunTable(leaf) for leaf in leaves]
-    if sum(table.runs for table in tables) > sum(leaf.size for leaf in leaves) // 4:
-        return plain()  # rows that change pattern every few entries: embed them as they are
+    tables = [isinstance(leaf, np.ndarray) and leaf.dtype.kind in "iu" for leaf in leaves]
+    if sum(leaf.nbytes for leaf, table in zip(leaves, tables) if table) >= COMPACT_BYTES:
+        leaves = [(compact(leaf) or leaf) if table else leaf for leaf, table in zip(leaves, tables)]
+    encoded = [_RunTable(leaf) if isinstance(leaf, Runs) else None for leaf in leaves]
+    if not any(encoded):
+        inputs = jax.tree_util.tree_unflatten(tree, leaves)
+        return jax.lax.scan(lambda state, inputs: (body(state, inputs), None), state, inputs)[0]
+    dense = [leaf for leaf, table in zip(leaves, encoded) if table is None]
 
-    def counted(carry, _):
-        state, j, runs = carry
-        rows, runs = zip(*(table.row(j, run) for table, run in zip(tables, runs)))
-        state = body(state, jax.tree_util.tree_unflatten(tree, list(rows)))
-        return (state, j + 1, tuple(runs)), None
+    def counted(carry, dense_row):
+        state, j, cursors = carry
+        dense_row, cursors = iter(dense_row or ()), iter(cursors)
+        row, following = [], []
+        for table in encoded:
+            if table is None:
+                row.append(next(dense_row))
+            else:
+                value, run = table.row(j, next(cursors))
+                row.append(value)
+                following.append(run)
+        state = body(state, jax.tree_util.tree_unflatten(tree, row))
+        return (state, j + 1, tuple(following)), None
 
     zero = np.int32(0)
-    return jax.lax.scan(counted, (state, zero, (zero,) * len(tables)), None, length=length)[0][0]
+    cursors = tuple(zero for table in encoded if table is not None)
+    return jax.lax.scan(counted, (state, zero, cursors), dense or None, length=length)[0][0]
 
 
 class _RunTable:
-    """A table of rows, kept as the arithmetic runs of its entries in row-major order (see :func:`loop`)."""
+    """A table kept as runs (:class:`memjax._runs.Runs`), decoded a row at a time (see :func:`loop`)."""
 
-    def __init__(self, table: np.ndarray):
-        self.shape, self.dtype = table.shape[1:], table.dtype
+    def __init__(self, runs: Runs):
+        self.shape, self.dtype, self.period = runs.shape[1:], runs.dtype, runs.period
         self.width = int(np.prod(self.shape, dtype=np.int64))
-        starts, firsts, steps = arithmetic_runs(table.reshape(-1))
-        self.runs = len(starts)
         # Each run's first entry, then the end, repeated so that a window of width + 1 bounds never runs off.
-        bounds = np.concatenate([starts, np.full(self.width + 1, table.size)])
+        bounds = np.concatenate([runs.starts, np.full(self.width + 1, runs.size)])
+        firsts, steps = runs.firsts.reshape(-1), runs.steps.reshape(-1)
         self.bounds, self.firsts, self.steps = (jnp.asarray(a.astype(np.int32)) for a in (bounds, firsts, steps))
 
     def row(self, j, run):
@@ -131,20 +140,15 @@ class _RunTable:
         entries = j * self.width + jnp.arange(self.width, dtype=np.int32)
         window = jax.lax.dynamic_slice(self.bounds, (run + 1,), (self.width,))  # where the next runs start
         runs = run + jnp.sum(window[:, None] <= entries[None, :], axis=0, dtype=np.int32)
-        values = self.firsts[runs] + self.steps[runs] * (entries - self.bounds[runs])
+        k = entries - self.bounds[runs]
+        if self.period == 1:
+            values = self.firsts[runs] + self.steps[runs] * k
+        else:
+            phase = runs * self.period + k % self.period
+            values = self.firsts[phase] + self.steps[phase] * (k // self.period)
         last = runs[-1]
         following = last + (self.bounds[last + 1] == (j + 1) * self.width).astype(np.int32)
         return values.reshape(self.shape).astype(self.dtype), following
-
-
-def arithmetic_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A 1-D integer array as runs over which it moves by a constant step: ``(starts, firsts, steps)``, so that
-    ``values[starts[r] + k] == firsts[r] + k * steps[r]`` inside run ``r``."""
-    values = np.asarray(values, np.int64)
-    deltas = np.diff(values)
-    starts = np.concatenate([[0], np.flatnonzero(deltas[1:] != deltas[:-1]) + 1]).astype(np.int64)
-    steps = deltas[starts] if values.size > 1 else np.zeros(1, np.int64)
-    return starts, values[starts], steps
 
 
 class Executor:

@@ -115,8 +115,8 @@ def test_string_leaf_in_xs():
 
 
 def test_a_schedule_too_long_for_the_interpreter_says_so():
-    """At the least memory of 10^5 steps (5 * 10^9 forwards) the interpreter's tables would not fit: a clear error,
-    not an allocation failure."""
+    """At the least memory of 10^5 steps (5 * 10^9 forwards) the interpreter would run more rows than its int32
+    counter holds: a clear error, not an overflow or an allocation failure."""
     xs = jnp.zeros((10**5, 1))
     plan = memjax.plan_scan(lambda c, x: (c + x, c), jnp.zeros(1), xs, memory=1e-9, kind="msm")
     assert plan.raised_to_least and plan.forward_count > 10**9
