@@ -27,9 +27,9 @@ and it is compiled only), its gradient saved for the memjax cases to compare wit
                                         [--case-cap 900] [--max-run-mib 4096]
                                         [--out benchmarks/results/long_sequences.md]
 
-Cases: at 10^5 (and at any other ``--T`` but 10^6) msm at 1%, 5% and 4 MiB, hsm at 4 MiB and chen at 5%; at 10^6
-hsm at 4 MiB and msm at 1%. ``--quick``: T=10^4 only, the cases of 10^5 (a smoke run of a few minutes). The
-table goes to stdout and to ``--out``, rewritten after every case; progress to stderr.
+Cases: at 10^5 (and at any other ``--T`` but 10^6) msm at 1%, 5% and 4 MiB, ism at 0.05%, hsm at 4 MiB and 64 KiB
+and chen at 5%; at 10^6 hsm at 4 MiB and msm at 1%. ``--quick``: T=10^4 only, the cases of 10^5 (a smoke run of a
+few minutes). The table goes to stdout and to ``--out``, rewritten after every case; progress to stderr.
 """
 
 from __future__ import annotations
@@ -52,7 +52,15 @@ BENCHMARKS = pathlib.Path(__file__).resolve().parent
 DEFAULT_OUT = BENCHMARKS / "results" / "long_sequences.md"
 BATCH, HIDDEN, INPUTS = 8, 64, 16
 CASES = {
-    100_000: [("msm", "1%"), ("msm", "5%"), ("msm", "4MiB"), ("hsm", "4MiB"), ("chen", "5%")],
+    100_000: [
+        ("msm", "1%"),
+        ("msm", "5%"),
+        ("msm", "4MiB"),
+        ("ism", "0.05%"),
+        ("hsm", "4MiB"),
+        ("hsm", "64KiB"),
+        ("chen", "5%"),
+    ],
     1_000_000: [("hsm", "4MiB"), ("msm", "1%")],
 }
 WARM_LENGTH, WARM_MEMORY = 100, "50%"

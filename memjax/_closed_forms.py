@@ -67,7 +67,12 @@ def _hsm_split(t: int, m: int) -> int:
     """
     best = hsm_cost(t, m)
     r, _ = _repetitions(t, m)
-    candidates = (t - math.comb(m - 1 + r, r), math.comb(m + r - 1, r - 1), 1)
+    # The left part (m slots) computes its steps at most r - 1 more times and the right part (m - 1 slots) at most
+    # r: the ends of that range, then the ends of the range clipped to where both parts need that many.
+    low, high = t - math.comb(m - 1 + r, r), math.comb(m + r - 1, r - 1)
+    full_left = math.comb(m + r - 2, r - 2) if r >= 2 else 0
+    full_right = t - math.comb(m + r - 2, r - 1)
+    candidates = (low, high, 1, max(low, full_left), min(high, full_right))
     for y in candidates:
         y = min(max(y, 1), t - 1)
         if y + hsm_cost(y, m) + hsm_cost(t - y, m - 1) == best:
@@ -76,6 +81,65 @@ def _hsm_split(t: int, m: int) -> int:
         if y + hsm_cost(y, m) + hsm_cost(t - y, m - 1) == best:
             return y
     raise AssertionError("no optimal split found")  # pragma: no cover
+
+
+def _hsm_costs(t: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`hsm_cost` of int64 arrays (``t, m < 2^31``), with ``r``, ``binom(m + r, r)`` and ``binom(m + r - 1,
+    r - 1)`` (where ``t >= 2``, ``m >= 2``; anything elsewhere): ``(cost, r, beta, previous)``."""
+    t, m = np.broadcast_arrays(np.asarray(t, np.int64), np.asarray(m, np.int64))
+    r, beta, previous = np.zeros_like(t), np.ones_like(t), np.ones_like(t)
+    binomial = m >= 2  # m = 1 has its own closed form, and the loop would run t times
+    short = (beta < t) & binomial
+    while short.any():  # beta stays below t (m + r) / r < 2^62
+        r = r + short
+        previous = np.where(short, beta, previous)
+        beta = np.where(short, beta * (m + r) // np.maximum(r, 1), beta)
+        short = (beta < t) & binomial
+    # binom(m + r, r - 1) = beta r / (m + 1), exact, and beta r < t (m + r) < 2^62.
+    cost = (r + 1) * t - beta * r // (m + 1)
+    cost = np.where(m == 1, t * (t + 1) // 2, cost)
+    return np.where(t <= 1, t, cost), r, beta, previous
+
+
+def _hsm_splits(t: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """:func:`_hsm_split` of arrays (``t >= 2``, ``2 <= m``) where one of its first three candidates is optimal (the
+    same candidates in the same order), 0 elsewhere."""
+    t, m = np.broadcast_arrays(np.asarray(t, np.int64), np.asarray(m, np.int64))
+    best, r, beta, previous = _hsm_costs(t, m)
+    # Griewank's range ends: t - binom(m - 1 + r, r) (Pascal: beta - previous) and binom(m + r - 1, r - 1).
+    split = np.zeros_like(t)
+    for candidate in (t - (beta - previous), previous, np.ones_like(t)):
+        y = np.clip(candidate, 1, t - 1)
+        optimal = (split == 0) & (y + _hsm_costs(y, m)[0] + _hsm_costs(t - y, m - 1)[0] == best)
+        split = np.where(optimal, y, split)
+    return split
+
+
+def _binomial_unit_chain(steps: int, q: int, s: int) -> int:
+    """How many nested sub-problems, from ``steps`` steps and ``q`` quanta on, binomial checkpointing (``q // s``
+    slots of ``s`` quanta) splits at 1 (stores the next hidden state, then solves the rest with one slot less)
+    while not every hidden state fits: where the budget is large, a chain of hundreds of thousands of them."""
+
+    def unit(t: int, quanta: int) -> bool:
+        slots = quanta // s
+        return t >= 3 and slots >= 2 and quanta < s * (t - 1) and _hsm_split(t, min(slots, t)) == 1
+
+    if not unit(steps, q):
+        return 0
+    if not unit(steps - 1, q - s):  # most chains are this short: no arrays for them
+        return 1
+    levels, done = 64, 0
+    while True:
+        j = done + np.arange(levels, dtype=np.int64)
+        t, quanta = steps - j, q - j * s
+        slots = quanta // s
+        valid = (t >= 3) & (slots >= 2) & (quanta < s * (t - 1))
+        split = np.zeros_like(t)
+        split[valid] = _hsm_splits(t[valid], np.minimum(slots[valid], t[valid]))
+        broken = np.flatnonzero(~valid | (split != 1))
+        if broken.size:
+            return done + int(broken[0])
+        done, levels = done + levels, 2 * levels
 
 
 def ism_cost(length: int, slots: int) -> int:

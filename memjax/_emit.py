@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from memjax._caches import cached
+from memjax._closed_forms import _binomial_unit_chain
 from memjax._columns import _HIDDEN, _INTERNAL, _SPENT
 from memjax._schedule import Op, Schedule
 
@@ -43,7 +44,10 @@ def emit_schedule(
     per step: the same actions as the recursion writes one by one (``runs=False``; tests compare both). Where
     every internal state fits, every decision below stores the next one (fact 1: :func:`_store_every_internal`);
     where every hidden state fits, so do those of ``binomial`` policies (HSM, fact 3:
-    :func:`_store_every_hidden`), but not MSM's, which breaks ties towards storing nothing.
+    :func:`_store_every_hidden`), but not MSM's, which breaks ties towards storing nothing. A ``binomial`` policy
+    decides by a sub-problem's length and budget alone, so each sub-problem of a new (length, budget) is kept as
+    it is written and copied, shifted, wherever that pair recurs (:class:`_Block`): at 10^6 steps and 8 slots,
+    3.6 million actions from a few thousand distinct sub-problems.
     """
     parts: list[np.ndarray] = []  # blocks of rows already written, in order
     rows: list[tuple[int, int, int, int]] = []  # (op, start, stop, offset), one per action, after the parts
@@ -57,6 +61,20 @@ def emit_schedule(
     #   ("free", offset, size, start_spent): free the item at offset, unless start_spent says it was spent;
     #   ("backward_stored", position, offset): back-propagate step ``position`` from the internal state there.
     tasks: list[tuple] = [("solve", 0, t, budget, Op.RESTORE_HIDDEN, -1, None)]
+    # Binomial policies decide by length and budget alone, so a sub-problem's actions repeat, shifted, wherever
+    # the same (length, budget) recurs: each is written once and copied (``_Block``).
+    blocks: dict[tuple[int, int, bool], _Block] = {}
+    kept_rows = written = 0  # rows in kept blocks, rows in parts
+
+    def write(part):
+        nonlocal written
+        parts.append(part)
+        written += len(part)
+
+    def flush():
+        if rows:
+            write(np.array(rows, np.int32).reshape(-1, 4))
+            rows.clear()
 
     def free(offset, size):
         nonlocal stack_top
@@ -74,14 +92,37 @@ def emit_schedule(
             if start_spent is None or not start_spent[0]:
                 free(offset, size)
             continue
+        if task[0] == "rows":  # the back half of a chain of unit splits (_unit_chain)
+            _, block, freed = task
+            flush()
+            write(block)
+            stack_top -= freed
+            register = None
+            continue
         if task[0] == "backward_stored":
             _, position, offset = task
             rows.append((Op.BACKWARD_STORED, position, position, offset))
+            continue
+        if task[0] == "block":  # the end of a sub-problem written for the first time: keep it if small
+            _, key, first_part, first_row, a, top = task
+            flush()
+            size = written - first_row
+            if size <= _BLOCK_ROWS and kept_rows + size <= _BLOCKS_ROWS:
+                blocks[key] = _Block(np.concatenate(parts[first_part:]), a, top)
+                kept_rows += size
             continue
         _, a, b, q, restore, source, start_spent = task
         steps = b - a
         if steps == 0:
             continue
+        if runs and binomial and 2 < steps <= _BLOCK_ROWS:  # a sub-problem of more steps has more actions
+            key = (steps, q, register == a)
+            flush()
+            if key in blocks:
+                write(blocks[key].at(a, stack_top, restore, source))
+                register = None
+                continue
+            tasks.append(("block", key, len(parts), written, a, stack_top))
 
         def advance_to(position, start=a, restore=restore, source=source):
             """Bring the register to ``h_position``: restore the start if needed, then run the steps between."""
@@ -103,13 +144,25 @@ def emit_schedule(
         if runs and (every_internal or every_hidden):
             if register != a:
                 rows.append((restore, a, a, source))
-            parts.append(np.array(rows, np.int32).reshape(-1, 4))
-            rows.clear()
+            flush()
             if every_internal:
-                parts.append(_store_every_internal(a, b, stack_top, i))
+                write(_store_every_internal(a, b, stack_top, i))
             else:
-                parts.append(_store_every_hidden(a, b, stack_top, s, restore, source, last=q >= s * steps))
+                write(_store_every_hidden(a, b, stack_top, s, restore, source, last=q >= s * steps))
             register = None
+            continue
+        chain = _binomial_unit_chain(steps, q, s) if runs and binomial and option == _HIDDEN and y == 1 else 0
+        if chain >= 2:  # h_{a+1} .. h_{a+chain} stored one step apart: the recursion's actions, written at once
+            if register != a:
+                rows.append((restore, a, a, source))
+            flush()
+            forward, back = _unit_chain(a, chain, stack_top, s, restore, source)
+            write(forward)
+            tasks += [
+                ("rows", back, chain * s),
+                ("solve", a + chain, b, q - chain * s, Op.RESTORE_HIDDEN, stack_top + (chain - 1) * s, [False]),
+            ]
+            register, stack_top = a + chain, stack_top + chain * s
             continue
         if option == _HIDDEN:
             advance_to(a + y)
@@ -151,15 +204,60 @@ def emit_schedule(
             rows.append((Op.BACKWARD, b - 1, b, -1))
             register = None
             if runs:
-                parts.append(np.array(rows, np.int32).reshape(-1, 4))
-                rows.clear()
-                parts.append(_store_nothing(a, b - 1, restore, source))
+                flush()
+                write(_store_nothing(a, b - 1, restore, source))
             else:
                 for k in range(b - 1, a, -1):
                     advance_to(k - 1)
                     rows.append((Op.BACKWARD, k - 1, k, -1))
     table = np.concatenate([*parts, np.array(rows, np.int32).reshape(-1, 4)])
     return Schedule._emitted(t, *table.T, s, i)
+
+
+# Blocks are kept up to this many actions each and in all (16 bytes an action): small sub-problems recur most, and
+# one kept block per distinct (length, budget) would hold quadratically many actions where few slots make most
+# lengths distinct.
+_BLOCK_ROWS = 1 << 14
+_BLOCKS_ROWS = 1 << 20
+
+
+class _Block:
+    """The actions of a binomial policy's sub-problem ``(a, b]`` whose stack starts at ``top``, to be written again
+    for another sub-problem of the same length and budget: positions shift with the start, stack offsets with the
+    top, and the restores of the start ``h_a`` take the new sub-problem's own restore and source."""
+
+    def __init__(self, rows: np.ndarray, a: int, top: int):
+        self.rows, self.a, self.top = rows, a, top
+        op = rows[:, 0]
+        self.start_restore = (op == Op.RESTORE_HIDDEN) & (rows[:, 1] == a)
+        self.positions = op != Op.FREE  # a FREE's start and stop hold 0 and its size
+        self.offsets = (rows[:, 3] >= 0) & ~self.start_restore  # ADVANCE and BACKWARD hold -1
+
+    def at(self, a: int, top: int, restore: int, source: int) -> np.ndarray:
+        rows = self.rows.copy()
+        rows[self.positions, 1:3] += a - self.a
+        rows[self.offsets, 3] += top - self.top
+        rows[self.start_restore] = (restore, a, a, source)
+        return rows
+
+
+def _unit_chain(a: int, n: int, top: int, size: int, restore: int, source: int) -> tuple[np.ndarray, np.ndarray]:
+    """The actions of ``n`` nested hidden splits at 1 from ``h_a`` (the register there), the rest solved in between:
+    ``(forward, back)``. Forward: advance one step at a time storing ``h_{a+1} .. h_{a+n}`` upwards from ``top``;
+    back, after the rest: for ``j = n - 1 .. 0``, free ``h_{a+j+1}``, restore ``h_{a+j}`` (``h_a`` by ``restore``
+    from ``source``) and back-propagate step ``a + j + 1``."""
+    j = np.arange(n, dtype=np.int64)
+    offsets = top + size * j
+    advance = np.stack([np.full(n, Op.ADVANCE), a + j, a + j + 1, np.full(n, -1)], axis=1)
+    save = np.stack([np.full(n, Op.SAVE_HIDDEN), a + j + 1, a + j + 1, offsets], axis=1)
+    forward = np.stack([advance, save], axis=1).reshape(-1, 4)
+    down = j[::-1]
+    freed = np.stack([np.full(n, Op.FREE), np.zeros(n, np.int64), np.full(n, size), offsets[::-1]], axis=1)
+    sources = np.where(down > 0, top + size * (down - 1), source)
+    restores = np.stack([np.where(down > 0, Op.RESTORE_HIDDEN, restore), a + down, a + down, sources], axis=1)
+    backward = np.stack([np.full(n, Op.BACKWARD), a + down, a + down + 1, np.full(n, -1)], axis=1)
+    back = np.stack([freed, restores, backward], axis=1).reshape(-1, 4)
+    return forward.astype(np.int32), back.astype(np.int32)
 
 
 def _store_nothing(a: int, b: int, restore: int, source: int) -> np.ndarray:

@@ -7,13 +7,16 @@ receives the true state, with nothing but the action table and the stored values
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memjax import _solver
-from memjax.planning import KINDS, Op, Schedule, ScheduleError, min_memory, simulate, solve
+from memjax._emit import emit_schedule
+from memjax.planning import KINDS, Op, Schedule, ScheduleError, hsm_cost, min_memory, simulate, solve
 
 GRID_ALPHAS = (1.0, 1.5, 2.0, 2.5, 3.0, 7 / 3)
 RANDOM_ALPHAS = (0.5, 1.0, 1.1, 1.5, 2.0, 2.5, 7 / 3, 3.0, 4.75, 10.0)
@@ -245,6 +248,23 @@ def test_random_schedules(t, kind, alpha, fraction):
     q = least + int(fraction * (full - least))
     policy = solve(t, q / s, alpha=alpha, kind=kind)
     check_policy(policy)
+
+
+@pytest.mark.parametrize("t", [50, 333, 3001])
+@pytest.mark.parametrize("s", [1, 3])
+def test_binomial_blocks_and_chains_are_the_recursions_actions(t, s):
+    """Binomial policies write each (length, budget) sub-problem once and copy it, shifted, where it recurs, and
+    long chains of splits at 1 at once: the same actions as the recursion writes one by one, at lengths where
+    sub-problems recur many times and at budgets where most of the sequence is such a chain (HSM, and MSM's
+    binomial policy on hidden states of ``s`` quanta)."""
+    for slots in (2, 3, 5, 8, 13, 40, 200, 2000):
+        q = slots * s + s // 2
+        decide = functools.partial(_solver._binomial_decide, s)
+        schedule = emit_schedule(t, s, 7 * s, q, decide, binomial=True)
+        one_by_one = emit_schedule(t, s, 7 * s, q, decide, binomial=True, runs=False)
+        for column in ("op", "start", "stop", "offset"):
+            np.testing.assert_array_equal(getattr(schedule, column), getattr(one_by_one, column), err_msg=column)
+        assert simulate(schedule, budget_quanta=q).forward_count == hsm_cost(t, slots)
 
 
 @pytest.mark.slow
