@@ -81,7 +81,7 @@ def when(predicate, update, operand):
 COMPACT_BYTES = 256 * 1024
 
 
-def loop(body, state, inputs):
+def loop(body, state, inputs, unroll=1):
     """``lax.scan`` of ``body`` over ``inputs`` (a pytree of arrays, or of :class:`memjax._runs.Runs`, with a
     common leading axis), skipped when they are empty.
 
@@ -102,7 +102,7 @@ def loop(body, state, inputs):
     encoded = [_RunTable(leaf) if isinstance(leaf, Runs) else None for leaf in leaves]
     if not any(encoded):
         inputs = jax.tree_util.tree_unflatten(tree, leaves)
-        return jax.lax.scan(lambda state, inputs: (body(state, inputs), None), state, inputs)[0]
+        return jax.lax.scan(lambda state, inputs: (body(state, inputs), None), state, inputs, unroll=unroll)[0]
     dense = [leaf for leaf, table in zip(leaves, encoded) if table is None]
 
     def counted(carry, dense_row):
@@ -121,7 +121,7 @@ def loop(body, state, inputs):
 
     zero = np.int32(0)
     cursors = tuple(zero for table in encoded if table is not None)
-    return jax.lax.scan(counted, (state, zero, cursors), dense or None, length=length)[0][0]
+    return jax.lax.scan(counted, (state, zero, cursors), dense or None, length=length, unroll=unroll)[0][0]
 
 
 class _RunTable:
@@ -137,6 +137,14 @@ class _RunTable:
 
     def row(self, j, run):
         """Row ``j``, given the run of its first entry; and the run of the next row's first entry."""
+        if self.width == 1:  # the row is its run's entry (runs are never empty): no window to search
+            k = j - self.bounds[run]
+            if self.period == 1:
+                value = self.firsts[run] + self.steps[run] * k
+            else:
+                phase = run * self.period + k % self.period
+                value = self.firsts[phase] + self.steps[phase] * (k // self.period)
+            return value.reshape(self.shape).astype(self.dtype), run + (self.bounds[run + 1] == j + 1).astype(np.int32)
         entries = j * self.width + jnp.arange(self.width, dtype=np.int32)
         window = jax.lax.dynamic_slice(self.bounds, (run + 1,), (self.width,))  # where the next runs start
         runs = run + jnp.sum(window[:, None] <= entries[None, :], axis=0, dtype=np.int32)

@@ -49,7 +49,7 @@ class Interpreter(Executor):
                 plain,
                 pools,
             )
-            return (new, pools, self._write_y(ys, y, k)), None
+            return new, pools, self._write_y(ys, y, k)
 
         # Steps 1..t-1 in a scan, then step t under jax.vjp: its residuals start the backward sweep.
         steps = jax.lax.iota(jnp.int32, t - 1) + 1  # an iota, not a length-t constant in the program
@@ -58,7 +58,7 @@ class Interpreter(Executor):
             self._pools(self.plan.schedule.stack_quanta, consts, init, xs),
             self._ys_buffer(consts, init, xs),
         )
-        (carry, pools, ys), _ = jax.lax.scan(
+        carry, pools, ys = loop(
             body, state, (steps, tables.save_hidden[: t - 1], tables.save_internal[: t - 1]), unroll=self.unroll
         )
         if tables.save_hidden[t - 1] >= 0:

@@ -22,7 +22,8 @@ PERIODS = (1, 2)
 @dataclasses.dataclass(frozen=True, eq=False)
 class Runs:
     """An integer table of ``shape`` (read in row-major order) as runs: entry ``starts[r] + k`` of run ``r`` is
-    ``firsts[r, k % period] + steps[r, k % period] * (k // period)``, up to the next run's start."""
+    ``firsts[r, k % period] + steps[r, k % period] * (k // period)``, up to the next run's start (``starts`` rise
+    strictly: no run is empty)."""
 
     starts: np.ndarray
     firsts: np.ndarray

@@ -82,6 +82,8 @@ def compile_tables(schedule: Schedule) -> Tables:
         )
     if rows > DENSE_ROWS_PER_ACTION * max(len(op), 1):
         # Long advances (small budgets): each action is one run of rows (memjax._runs), never expanded.
+        rows_of = repeats > 0  # an empty advance would be an empty run
+        op, start, offset, repeats = op[rows_of], start[rows_of], offset[rows_of], repeats[rows_of]
         first_row = np.cumsum(repeats) - repeats
         advance = (op == Op.ADVANCE).astype(np.int64)  # start moves by one per row of an advance; nothing else moves
 
