@@ -64,6 +64,10 @@ CASES = {
     1_000_000: [("hsm", "4MiB"), ("msm", "1%")],
 }
 WARM_LENGTH, WARM_MEMORY = 100, "50%"
+# --plan-sweep: every kind over budgets from the least (a relative budget below it is raised to it) to store-all.
+SWEEP_KINDS = ("msm", "hsm", "ism", "chen")
+SWEEP_MEMORIES = ("least", "4KiB", "64KiB", "1MiB", "4MiB", "0.1%", "1%", "5%", "20%", "100%")
+DEFAULT_SWEEP_OUT = BENCHMARKS / "results" / "long_sequences_plan.md"
 
 
 # -- the model ---------------------------------------------------------------------------------------------------
@@ -156,6 +160,9 @@ def embedded_bytes(loss, *args) -> int:
 def measure_plan(length: int, kind: str, memory: str) -> dict:
     """``--plan-only``: the seconds of one cold plan (after a tiny warm-up plan), and the plan's facts."""
     import memjax
+
+    if memory == "least":
+        memory = "1e-9%"  # raised to the least memory the kind can run with
 
     params, h0, xs = problem(WARM_LENGTH)
     warm = memjax.plan_scan(body_of(params), h0, xs, memory=WARM_MEMORY, kind=kind)
@@ -346,7 +353,8 @@ LEGEND = (
     "in a fresh process after a tiny warm-up plan (T=100) and `memjax.clear_caches()`. executor, fwd/step "
     "(`plan.forward_count / T`), stored (`plan.stored_bytes`: what the schedule stores at its peak, the initial "
     "carry included) and budget (`plan.budget_bytes`): from the plan. tables: the bytes of the dense constants in "
-    "the lowered gradient (the schedule's integer tables, kept as arithmetic runs where they form long ones). "
+    "the lowered gradient (the schedule's integer tables, kept as periodic runs where those take a quarter of the "
+    "bytes or less). "
     "predicted: `memjax.explain`'s `stored_bytes + working_bytes - xs_cotangent_bytes` (the gradient flows to `xs`, "
     "whose cotangent is then the gradient's output); temp: XLA's "
     "`memory_analysis().temp_size_in_bytes` of `jit(grad(loss))` (gradient with respect to the parameters and `xs`; "
@@ -376,6 +384,73 @@ def document(args, started: str, clock: float, load_before: float, sizes: str, r
     return "\n\n".join([title, "\n".join(f"{line}  " for line in head).rstrip(), table, LEGEND]) + "\n"
 
 
+def _sweep_note(planned: dict) -> str:
+    error = planned.get("error")
+    if error is None:
+        return "raised to the least" if planned["raised_to_least"] else ""
+    if "is below the least" in error:
+        return "ValueError: below the least memory"
+    if "interpreter would need" in error:
+        return "ValueError: over 2^31 interpreter rows (give more memory)"
+    return error
+
+
+def plan_sweep(args) -> None:
+    """``--plan-sweep``: the plan time of every kind over budgets from the least to store-all, a fresh process
+    each, as a markdown table."""
+    from compile_time import _memjax_commit
+
+    started, clock = datetime.datetime.now().isoformat(timespec="seconds"), time.perf_counter()
+    load_before = os.getloadavg()[0]
+    rows = []
+    for length in [10_000] if args.quick else args.T:
+        for kind in SWEEP_KINDS:
+            for memory in SWEEP_MEMORIES:
+                planned = run_process("--plan-only", {"length": length, "kind": kind, "memory": memory}, args.cap)
+                note = _sweep_note(planned)
+                rows.append(
+                    [
+                        f"{length:,}",
+                        kind,
+                        memory,
+                        _num(planned.get("plan_s"), ".2f"),
+                        planned.get("executor", "—"),
+                        _num(planned.get("fwd_per_step"), ",.3f"),
+                        _mib(planned.get("stored_bytes")),
+                        note,
+                    ]
+                )
+                common.log(" | ".join(rows[-1]))
+    head = [
+        common.platform_line(),
+        f"memjax {_memjax_commit(BENCHMARKS.parent)}",
+        (
+            f"run {started}, {time.perf_counter() - clock:.0f} s, load average {load_before:.1f} before and "
+            f"{os.getloadavg()[0]:.1f} after: `{' '.join(['python benchmarks/long_sequences.py', *args.argv])}`"
+        ),
+    ]
+    table = common.markdown_table(
+        ["T", "kind", "memory", "plan s", "executor", "fwd/step", "stored MiB", "note"], rows, "lllrlrrl"
+    )
+    text = "\n".join(
+        [
+            "## Plan time at 10^5 and 10^6 steps, every kind and budget (GRU)",
+            "",
+            "  \n".join(head),
+            "",
+            table,
+            "",
+            "plan s: `memjax.plan_scan(step, h0, xs, memory=..., kind=...)` plus `plan.schedule` and `plan.tables`, "
+            "cold, in a fresh process after a tiny warm-up plan (as the main table's). least: a relative budget "
+            "below the least memory, which memjax raises to it. A budget in bytes below the least raises "
+            "`ValueError` (note).",
+        ]
+    )
+    out = pathlib.Path(args.out if args.out != str(DEFAULT_OUT) else DEFAULT_SWEEP_OUT)
+    out.write_text(text + "\n")
+    print(text)
+
+
 def main(argv=None) -> list:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -388,6 +463,9 @@ def main(argv=None) -> list:
         "--max-run-mib", type=float, default=4096.0, help="compile but do not run lax.scan above this temp memory"
     )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="where the table is written")
+    parser.add_argument(
+        "--plan-sweep", action="store_true", help=f"plan times only, all kinds and budgets ({DEFAULT_SWEEP_OUT.name})"
+    )
     parser.add_argument("--plan-only", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--lax", default=None, help=argparse.SUPPRESS)
@@ -397,6 +475,9 @@ def main(argv=None) -> list:
         if getattr(args, flag):
             print(json.dumps(measure(**json.loads(getattr(args, flag)))))
             return []
+    if args.plan_sweep:
+        plan_sweep(args)
+        return []
     lengths = [10_000] if args.quick else args.T
     started = datetime.datetime.now().isoformat(timespec="seconds")
     load_before, clock = os.getloadavg()[0], time.perf_counter()
