@@ -25,7 +25,7 @@ from memjax._budget import Budget, format_bytes
 from memjax._pipeline import Pipeline, pipeline, pipeline_size
 from memjax._schedule import Schedule
 from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
-from memjax._tables import Tables, compile_tables
+from memjax._tables import MAX_ROWS, Tables, compile_tables
 
 if TYPE_CHECKING:  # planning takes measured sizes as plain numbers and shapes; it imports no JAX
     from memjax._measure import StepSizes
@@ -66,7 +66,9 @@ class ScanPlan:
       policy: the solved :class:`~memjax.planning.Policy` (``None`` where nothing is recomputed: ``store_all``, and
         lengths 0 and 1; the scan then runs ``jax.lax.scan``).
       quantum_bytes: bytes of one quantum of the schedule's stack, as the pools lay it out.
-      least_bytes: the least budget this kind can run with for this step and length.
+      least_bytes: the least budget this kind can run with for this step and length (from about 65,000 steps on,
+        the least whose schedule the interpreter's int32 row counter can run: storing nothing at 10^5 steps would
+        take 5 * 10^9 forwards).
       raised_to_least: a relative budget fell below ``least_bytes`` and was raised to it.
       pipeline: the schedule re-timed into loops of uniform bodies (:mod:`memjax._pipeline`), or ``None``: the
         schedule then runs one action per row.
@@ -174,7 +176,11 @@ def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None, pipeli
     # One quantum in bytes, as the pools lay states out (at least carry / s and internal / i).
     dtypes, per_quantum = pool_quanta(sizes.carry_avals, sizes.variant_avals, s, i)
     quantum = max(int(sum(n * d.itemsize for n, d in zip(per_quantum, dtypes))), 1)
-    least = round(min_memory(length, None, alpha=alpha, kind=kind) * s) * quantum
+    least_units = min_memory(length, None, alpha=alpha, kind=kind)
+    rows = MAX_ROWS - 4 * length  # what the interpreter can run (its rows: forwards plus a few per step)
+    if kind != "recompute" and length * (length + 1) // 2 > rows:  # from about 65,000 steps on
+        least_units = min_memory(length, rows, alpha=alpha, kind=kind)
+    least = round(least_units * s) * quantum
     if budget is None:  # the least memory for at most one extra forward pass
         units = 1.0 if kind == "recompute" else min_memory(length, 2 * length, alpha=alpha, kind=kind)
         default = round(units * s) * quantum

@@ -115,10 +115,23 @@ def test_string_leaf_in_xs():
 
 
 def test_a_schedule_too_long_for_the_interpreter_says_so():
-    """At the least memory of 10^5 steps (5 * 10^9 forwards) the interpreter would run more rows than its int32
+    """Recomputing everything over 10^5 steps (5 * 10^9 forwards) would run more rows than the interpreter's int32
     counter holds: a clear error, not an overflow or an allocation failure."""
     xs = jnp.zeros((10**5, 1))
-    plan = memjax.plan_scan(lambda c, x: (c + x, c), jnp.zeros(1), xs, memory=1e-9, kind="msm")
-    assert plan.raised_to_least and plan.forward_count > 10**9
+    plan = memjax.plan_scan(lambda c, x: (c + x, c), jnp.zeros(1), xs, kind="recompute")
+    assert plan.forward_count > 10**9
     with pytest.raises(ValueError, match="Give the scan more memory"):
         _ = plan.tables
+
+
+@pytest.mark.parametrize("kind", ["msm", "hsm", "ism"])
+def test_the_least_memory_of_a_long_scan_is_one_it_can_run(kind):
+    """At 10^5 steps, storing nothing would take 5 * 10^9 forwards: the least memory is then the least whose
+    schedule the interpreter can run, a relative budget below it is raised to it, and a budget in bytes below it
+    names it."""
+    xs = jnp.zeros((10**5, 1))
+    plan = memjax.plan_scan(lambda c, x: (c + x, c), jnp.zeros(1), xs, memory=1e-9, kind=kind)
+    assert plan.raised_to_least and plan.budget_bytes == plan.least_bytes > 4  # more than the carry alone
+    assert plan.forward_count < 2**31 and plan.tables.rows < 2**31
+    with pytest.raises(ValueError, match=f"below the least.*{plan.least_bytes} bytes"):
+        memjax.plan_scan(lambda c, x: (c + x, c), jnp.zeros(1), xs, memory=plan.least_bytes - 1, kind=kind)
