@@ -138,25 +138,22 @@ class _RunTable:
     def row(self, j, run):
         """Row ``j``, given the run of its first entry; and the run of the next row's first entry."""
         if self.width == 1:  # the row is its run's entry (runs are never empty): no window to search
-            k = j - self.bounds[run]
-            if self.period == 1:
-                value = self.firsts[run] + self.steps[run] * k
-            else:
-                phase = run * self.period + k % self.period
-                value = self.firsts[phase] + self.steps[phase] * (k // self.period)
-            return value.reshape(self.shape).astype(self.dtype), run + (self.bounds[run + 1] == j + 1).astype(np.int32)
+            value = self._entries(run, j - self.bounds[run]).reshape(self.shape).astype(self.dtype)
+            return value, run + (self.bounds[run + 1] == j + 1).astype(np.int32)
         entries = j * self.width + jnp.arange(self.width, dtype=np.int32)
         window = jax.lax.dynamic_slice(self.bounds, (run + 1,), (self.width,))  # where the next runs start
         runs = run + jnp.sum(window[:, None] <= entries[None, :], axis=0, dtype=np.int32)
-        k = entries - self.bounds[runs]
-        if self.period == 1:
-            values = self.firsts[runs] + self.steps[runs] * k
-        else:
-            phase = runs * self.period + k % self.period
-            values = self.firsts[phase] + self.steps[phase] * (k // self.period)
+        values = self._entries(runs, entries - self.bounds[runs])
         last = runs[-1]
         following = last + (self.bounds[last + 1] == (j + 1) * self.width).astype(np.int32)
         return values.reshape(self.shape).astype(self.dtype), following
+
+    def _entries(self, runs, k):
+        """Entry ``k`` of run ``runs`` (arrays of the same shape)."""
+        if self.period == 1:
+            return self.firsts[runs] + self.steps[runs] * k
+        phase = runs * self.period + k % self.period
+        return self.firsts[phase] + self.steps[phase] * (k // self.period)
 
 
 class Executor:
