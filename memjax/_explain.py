@@ -31,8 +31,11 @@ class Explanation:
         saved or loaded, the carry cotangent and register, parameter-cotangent accumulators, and the ``ys`` and
         ``xs``-cotangent buffers. ``stored_bytes + working_bytes`` predicts XLA's temp memory for the gradient
         (``compiled.memory_analysis().temp_size_in_bytes``), less ``xs_cotangent_bytes`` where the gradient
-        flows to ``xs``: that buffer is then the gradient's output (benchmarks/results/long_sequences.md).
+        flows to ``xs`` and ``parameter_cotangent_bytes`` where it flows to the parameters the step closes
+        over: those buffers are then the gradient's output (benchmarks/results/long_sequences.md).
       xs_cotangent_bytes: the ``xs``-cotangent buffer (as large as ``xs``), within ``working_bytes``.
+      parameter_cotangent_bytes: the accumulators of the cotangents of the floating-point values the step
+        closes over (its parameters), within ``working_bytes``.
       forwards_per_step: forward evaluations per step as executed (1 for standard BPTT); a pipelined
         executor may make a few more than the policy's ``cost``.
       executor: how the backward sweep runs: ``"lax.scan"``, ``"pipelined"`` (loops of uniform bodies) or
@@ -52,6 +55,7 @@ class Explanation:
     stored_bytes: int
     working_bytes: int
     xs_cotangent_bytes: int
+    parameter_cotangent_bytes: int
     forwards_per_step: float
     store_all_bytes: int
     executor: str = "lax.scan"
@@ -145,7 +149,12 @@ def explain(
     plan, _, consts, _, _ = prepare(f, init, xs, length, memory, kind, checkpoint_policy, executor=executor)
     sizes = plan.sizes
     step_bytes = sizes.residual_bytes + sizes.invariant_bytes
-    in_transit = max(sizes.carry_bytes, sizes.internal_bytes) if plan.policy is not None else 0
+    if plan.policy is None:
+        in_transit = 0  # lax.scan stores every residual itself
+    elif plan.kind in ("hsm", "recompute"):
+        in_transit = sizes.carry_bytes  # only hidden states are saved and loaded
+    else:
+        in_transit = max(sizes.carry_bytes, sizes.internal_bytes)
     ys_bytes = _ys_bytes(f, init, xs, plan.length)
     xs_bytes = tree_bytes(xs)
     working = step_bytes + in_transit + 3 * sizes.carry_bytes + tree_bytes(consts) + xs_bytes + ys_bytes
@@ -159,6 +168,9 @@ def explain(
         stored_bytes=plan.stored_bytes,
         working_bytes=working,
         xs_cotangent_bytes=xs_bytes,
+        parameter_cotangent_bytes=tree_bytes(
+            [leaf for leaf in jax.tree_util.tree_leaves(consts) if np.issubdtype(leaf.dtype, np.inexact)]
+        ),
         forwards_per_step=plan.forward_count / max(plan.length, 1),
         store_all_bytes=plan.store_all_bytes,
         executor=plan.executor,

@@ -137,7 +137,7 @@ def _gru_loss(scan_fn, params, h0, xs, **kw):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["msm", "hsm"])
 def test_gru_over_10_5_steps_within_a_few_megabytes(kind):
-    """The gradient equals lax.scan's (f32), and XLA's temp memory is within 10% of memjax.explain's prediction
+    """The gradient equals lax.scan's (f32), and XLA's temp memory is within 2% of memjax.explain's prediction
     (stored states plus the working set): benchmarks/results/long_sequences.md has the same at 10^6."""
     params, h0, xs = _gru_problem(LONG_T)
     loss = functools.partial(_gru_loss, memjax.scan, memory=GRU_MEMORY, kind=kind)
@@ -145,9 +145,14 @@ def test_gru_over_10_5_steps_within_a_few_megabytes(kind):
     compiled = grad.lower(params, h0, xs).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
     explanation = memjax.explain(_gru_body(params), h0, xs, memory=GRU_MEMORY, kind=kind, verbose=False)
-    # The gradient flows to xs: its cotangent buffer is the gradient's output, not temp memory.
-    predicted = explanation.stored_bytes + explanation.working_bytes - explanation.xs_cotangent_bytes
+    # The gradient flows to xs and the parameters: their cotangent buffers are its output, not temp memory.
+    predicted = (
+        explanation.stored_bytes
+        + explanation.working_bytes
+        - explanation.xs_cotangent_bytes
+        - explanation.parameter_cotangent_bytes
+    )
     assert explanation.stored_bytes <= explanation.budget_bytes == 4 * 2**20
-    assert abs(temp - predicted) <= 0.1 * predicted, (temp, predicted)
+    assert abs(temp - predicted) <= 0.02 * predicted, (temp, predicted)
     reference = jax.jit(jax.grad(functools.partial(_gru_loss, lax_scan), argnums=(0, 2)))(params, h0, xs)
     assert_trees_close(jax.device_get(compiled(params, h0, xs)), jax.device_get(reference), what="grad")
