@@ -198,7 +198,12 @@ def measure_case(length: int, kind: str, memory: str, repeats: int, reference: s
         internal_bytes=explanation.internal_bytes,
         working_bytes=int(explanation.working_bytes),
         # The gradient flows to xs: its cotangent buffer is the gradient's output, not temp memory.
-        predicted_bytes=int(explanation.stored_bytes + explanation.working_bytes - explanation.xs_cotangent_bytes),
+        predicted_bytes=int(
+            explanation.stored_bytes
+            + explanation.working_bytes
+            - explanation.xs_cotangent_bytes
+            - explanation.parameter_cotangent_bytes
+        ),
     )
     loss = loss_of(lambda f, i, x: memjax.scan(f, i, x, memory=memory, kind=kind))
     compiled, out["compile_s"], out["temp_bytes"] = compile_gradient(loss, params, h0, xs)

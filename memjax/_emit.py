@@ -28,7 +28,14 @@ Decide = Callable[[int, int, int, bool], "tuple[int, int]"]
 
 
 def emit_schedule(
-    t: int, s: int, i: int, budget: int, decide: Decide, binomial: bool = False, runs: bool = True
+    t: int,
+    s: int,
+    i: int,
+    budget: int,
+    decide: Decide,
+    binomial: bool = False,
+    runs: bool = True,
+    by_length: bool = False,
 ) -> Schedule:
     """Flatten the policy ``decide`` for ``t`` steps within ``budget`` quanta into a :class:`Schedule`.
 
@@ -44,10 +51,11 @@ def emit_schedule(
     per step: the same actions as the recursion writes one by one (``runs=False``; tests compare both). Where
     every internal state fits, every decision below stores the next one (fact 1: :func:`_store_every_internal`);
     where every hidden state fits, so do those of ``binomial`` policies (HSM, fact 3:
-    :func:`_store_every_hidden`), but not MSM's, which breaks ties towards storing nothing. A ``binomial`` policy
-    decides by a sub-problem's length and budget alone, so each sub-problem of a new (length, budget) is kept as
-    it is written and copied, shifted, wherever that pair recurs (:class:`_Block`): at 10^6 steps and 8 slots,
-    3.6 million actions from a few thousand distinct sub-problems.
+    :func:`_store_every_hidden`), but not MSM's, which breaks ties towards storing nothing. A policy that decides
+    by a sub-problem's length and budget alone and never spends its start (``by_length``: binomial and ISM
+    policies) has each sub-problem of a new (length, budget) kept as it is written and copied, shifted, wherever
+    that pair recurs (:class:`_Block`): at 10^6 steps and 8 slots, 3.6 million actions from a few hundred
+    distinct sub-problems.
     """
     parts: list[np.ndarray] = []  # blocks of rows already written, in order
     rows: list[tuple[int, int, int, int]] = []  # (op, start, stop, offset), one per action, after the parts
@@ -115,7 +123,7 @@ def emit_schedule(
         steps = b - a
         if steps == 0:
             continue
-        if runs and binomial and 2 < steps <= _BLOCK_ROWS:  # a sub-problem of more steps has more actions
+        if runs and by_length and 2 < steps <= _BLOCK_ROWS:  # a sub-problem of more steps has more actions
             key = (steps, q, register == a)
             flush()
             if key in blocks:
@@ -222,14 +230,14 @@ _BLOCKS_ROWS = 1 << 20
 
 
 class _Block:
-    """The actions of a binomial policy's sub-problem ``(a, b]`` whose stack starts at ``top``, to be written again
+    """The actions of a ``by_length`` policy's sub-problem ``(a, b]`` whose stack starts at ``top``, to be written again
     for another sub-problem of the same length and budget: positions shift with the start, stack offsets with the
     top, and the restores of the start ``h_a`` take the new sub-problem's own restore and source."""
 
     def __init__(self, rows: np.ndarray, a: int, top: int):
         self.rows, self.a, self.top = rows, a, top
         op = rows[:, 0]
-        self.start_restore = (op == Op.RESTORE_HIDDEN) & (rows[:, 1] == a)
+        self.start_restore = ((op == Op.RESTORE_HIDDEN) | (op == Op.RESTORE_INTERNAL)) & (rows[:, 1] == a)
         self.positions = op != Op.FREE  # a FREE's start and stop hold 0 and its size
         self.offsets = (rows[:, 3] >= 0) & ~self.start_restore  # ADVANCE and BACKWARD hold -1
 

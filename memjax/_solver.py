@@ -230,6 +230,8 @@ class Policy:
     _decide: Decide = dataclasses.field(repr=False, compare=False)  # the policy (memjax._emit)
     optimal: bool = True
     _binomial: bool = dataclasses.field(default=False, repr=False, compare=False)  # decide is HSM's (memjax._emit)
+    # decide depends on a sub-problem's length and budget alone, and never spends its start (memjax._emit)
+    _by_length: bool = dataclasses.field(default=False, repr=False, compare=False)
 
     @property
     def lower_bound(self) -> int:
@@ -270,6 +272,7 @@ def _emit(policy: Policy, runs: bool = True) -> Schedule:
         policy.budget_quanta,
         policy._decide,
         binomial=policy._binomial,
+        by_length=policy._binomial or policy._by_length,
         runs=runs,
     )
 
@@ -328,32 +331,32 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
         return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_chen_decide, t, segment))
     slots = (q - s) // i
     if t <= _two_forward_length(slots):  # the lower bound is reached: no table needed (docs/solver.md, fact 4)
-        return Policy(
-            kind, t, m, alpha, max(t, 2 * t - 1 - slots), s, i, q, functools.partial(_two_forward_decide, s, i)
-        )
+        decide = functools.partial(_two_forward_decide, s, i)
+        return Policy(kind, t, m, alpha, max(t, 2 * t - 1 - slots), s, i, q, decide, _by_length=True)
     if kind == "ism" or i < s:  # in closed form (docs/solver.md, fact 16); MSM equals ISM when i < s (fact 2)
-        return Policy(kind, t, m, alpha, ism_cost(t, slots), s, i, q, functools.partial(_ism_decide, s, i))
+        decide = functools.partial(_ism_decide, s, i)
+        return Policy(kind, t, m, alpha, ism_cost(t, slots), s, i, q, decide, _by_length=True)
     if t > EXACT_LENGTH:
-        cost, decide, binomial = _closed_form_policy(t, q, s, i)
-        return Policy(kind, t, m, alpha, cost, s, i, q, decide, optimal=False, _binomial=binomial)
+        cost, decide, binomial, by_length = _closed_form_policy(t, q, s, i)
+        return Policy(kind, t, m, alpha, cost, s, i, q, decide, optimal=False, _binomial=binomial, _by_length=by_length)
     table = _exact_table(t, q, s, i)
     return Policy(kind, t, m, alpha, table.cost(t, q), s, i, q, functools.partial(_table_decide, table))
 
 
-def _closed_form_policy(t: int, q: int, s: int, i: int) -> tuple[int, Decide, bool]:
+def _closed_form_policy(t: int, q: int, s: int, i: int) -> tuple[int, Decide, bool, bool]:
     """The cheapest MSM policy known in closed form (docs/solver.md, fact 5: its cost is ``_cost_bound``):
-    ``(cost, decide, binomial)``."""
+    ``(cost, decide, binomial, by_length)`` (see ``Policy``)."""
     chain = _chain_cost(t, q, s, i)
     internal = ism_cost(t, (q - s) // i)
     binomial = hsm_cost(t, q // s)
     segment, chen = _chen_segment(t, q, s, i)
     if chain <= min(internal, binomial, chen):
-        return chain, functools.partial(_chain_decide, s, i), False
+        return chain, functools.partial(_chain_decide, s, i), False, False
     if internal <= min(binomial, chen):
-        return internal, functools.partial(_ism_decide, s, i), False
+        return internal, functools.partial(_ism_decide, s, i), False, True
     if binomial <= chen:
-        return binomial, functools.partial(_binomial_decide, s), True
-    return chen, functools.partial(_chen_decide, t, segment), False
+        return binomial, functools.partial(_binomial_decide, s), True, True
+    return chen, functools.partial(_chen_decide, t, segment), False, False
 
 
 def _binomial_decide(s: int, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:

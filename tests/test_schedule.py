@@ -267,6 +267,21 @@ def test_binomial_blocks_and_chains_are_the_recursions_actions(t, s):
         assert simulate(schedule, budget_quanta=q).forward_count == hsm_cost(t, slots)
 
 
+@pytest.mark.parametrize("t", [50, 333, 3001])
+@pytest.mark.parametrize("kind, alpha", [("ism", 7.5), ("ism", 1.0), ("msm", 0.5)])
+def test_ism_blocks_are_the_recursions_actions(t, kind, alpha):
+    """ISM's policy and the two-forward policy (also MSM's, where an internal state is smaller than a hidden one)
+    decide by length and budget alone: their sub-problems are copied where they recur, with the same actions as
+    the recursion's."""
+    for slots in (1, 2, 3, 5, 10, 40):
+        policy = solve(t, 1 + slots * max(alpha, 1.0), alpha=alpha, kind=kind)
+        assert policy._by_length
+        schedule, one_by_one = policy.schedule(), _solver._emit(policy, runs=False)
+        for column in ("op", "start", "stop", "offset"):
+            np.testing.assert_array_equal(getattr(schedule, column), getattr(one_by_one, column), err_msg=column)
+        assert simulate(schedule, budget_quanta=policy.budget_quanta).forward_count == policy.cost
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("t", [100, 257, 1000])
 @pytest.mark.parametrize("kind", ["msm", "hsm", "ism", "chen"])
