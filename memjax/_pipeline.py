@@ -313,8 +313,17 @@ def _timing(forwards: int, need: np.ndarray, chunk: int):
     backward step ``j``; ``None`` if one extra forward per chunk cannot keep up with the segments' growth.
     """
     lead = _least_lead(forwards, need, chunk)
-    if lead is None:
-        return None
+    while lead is not None and lead <= forwards:
+        timing = _chunks(lead, forwards, need, chunk)
+        if timing is not None:
+            return timing
+        lead += 1  # a chunk's extra forward was the last one, leaving the chunk empty: start one further ahead
+    return None
+
+
+def _chunks(lead: int, forwards: int, need: np.ndarray, chunk: int):
+    """:func:`_timing`'s chunks after ``lead`` forwards (``lead`` keeps up: :func:`_least_lead`), or ``None``
+    where a chunk's extra forward would be the stream's last and leave the chunk without an iteration."""
     n = len(need)
     done, j, extra, sizes = lead, 0, [], []
     done_before = np.full(n, forwards, np.int64)
@@ -324,6 +333,8 @@ def _timing(forwards: int, need: np.ndarray, chunk: int):
         assert lag <= 1, "_least_lead's lead-in falls behind"
         done += lag
         size = min(chunk, forwards - done, n - j)  # iterations of this chunk: a backward, then a forward
+        if size == 0:
+            return None
         done_before[j : j + size] = done + np.arange(size)
         extra.append(lag)
         sizes.append(size)

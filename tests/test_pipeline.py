@@ -119,6 +119,16 @@ def test_pipelines_replay(t):
     assert pipelined > 0
 
 
+def test_a_chunk_is_never_left_empty():
+    """Chen's policy over 34 steps at alpha 2 within 40 units: at the least lead-in that keeps up, the second
+    chunk's extra forward would be the stream's last and leave the chunk without an iteration (found by the
+    property test); the lead-in starts one further ahead instead."""
+    schedule = solve(34, 40.0, alpha=2.0, kind="chen").schedule()
+    pipe = pipeline(schedule, stack_quanta=1 << 62)
+    assert replay(pipe, schedule.hidden_quanta, schedule.internal_quanta) == pipe.forward_count
+    assert pipe.lead + sum(pipe.extra) + pipe.main_forwards == len(pipe.forward_step)
+
+
 def test_the_two_forward_family_pipelines():
     """Every schedule whose backward sweep stores no hidden state pipelines (Chen's always); one that does
     (HSM's) does not."""
