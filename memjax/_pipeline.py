@@ -293,8 +293,11 @@ def _forward_stream(schedule: Schedule):
     kind = np.where(before >= 0, restore_kind[np.maximum(before, 0)], KEEP)
     source = np.where(kind == KEEP, -1, offset[np.maximum(before, 0)])
     count = np.where(op[rows] == Op.ADVANCE, stop[rows] - start[rows], 1).astype(np.int64)  # forwards of each row
-    if count.sum() > MAX_FORWARDS:
-        return None  # far outside the two-forward family: not worth tables this long
+    if count.sum() > min(MAX_FORWARDS, 2 * schedule.length):
+        # Far outside the two-forward family: a chunk adds at most one forward to one per backward step, so the
+        # lead-in would hold most of these recomputations at once (on a grid of 55,123 pipelines, none of the
+        # 1,610 with more than 2t fitted its policy's memory), and their stream takes seconds at 10^5 steps.
+        return None
     first_of_row = np.cumsum(count) - count
     within = np.arange(int(count.sum())) - np.repeat(first_of_row, count)
     steps = np.repeat(start[rows], count) + 1 + within
