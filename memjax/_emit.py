@@ -55,8 +55,9 @@ def emit_schedule(
     by a sub-problem's length and budget alone and never spends its start (``by_length``: binomial and ISM
     policies) has each sub-problem of a new (length, budget) kept as it is written and copied, shifted, wherever
     that pair recurs (:class:`_Block`): at 10^6 steps and 8 slots, 3.6 million actions from a few hundred
-    distinct sub-problems.
+    distinct sub-problems. ``binomial`` implies ``by_length``.
     """
+    by_length = by_length or binomial
     parts: list[np.ndarray] = []  # blocks of rows already written, in order
     rows: list[tuple[int, int, int, int]] = []  # (op, start, stop, offset), one per action, after the parts
     register = 0  # the position whose hidden state the register holds, None when it holds nothing usable
@@ -69,8 +70,8 @@ def emit_schedule(
     #   ("free", offset, size, start_spent): free the item at offset, unless start_spent says it was spent;
     #   ("backward_stored", position, offset): back-propagate step ``position`` from the internal state there.
     tasks: list[tuple] = [("solve", 0, t, budget, Op.RESTORE_HIDDEN, -1, None)]
-    # Binomial policies decide by length and budget alone, so a sub-problem's actions repeat, shifted, wherever
-    # the same (length, budget) recurs: each is written once and copied (``_Block``).
+    # A by_length policy's sub-problem repeats its actions, shifted, wherever the same (length, budget) recurs:
+    # each is written once and copied (``_Block``).
     blocks: dict[tuple[int, int, bool], _Block] = {}
     kept_rows = written = 0  # rows in kept blocks, rows in parts
 

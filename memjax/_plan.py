@@ -176,11 +176,9 @@ def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None, pipeli
     # One quantum in bytes, as the pools lay states out (at least carry / s and internal / i).
     dtypes, per_quantum = pool_quanta(sizes.carry_avals, sizes.variant_avals, s, i)
     quantum = max(int(sum(n * d.itemsize for n, d in zip(per_quantum, dtypes))), 1)
-    least_units = min_memory(length, None, alpha=alpha, kind=kind)
     rows = MAX_ROWS - 4 * length  # what the interpreter can run (its rows: forwards plus a few per step)
-    if kind != "recompute" and length * (length + 1) // 2 > rows:  # from about 65,000 steps on
-        least_units = min_memory(length, rows, alpha=alpha, kind=kind)
-    least = round(least_units * s) * quantum
+    runnable = rows if kind != "recompute" and length * (length + 1) // 2 > rows else None  # from ~65,000 steps
+    least = round(min_memory(length, runnable, alpha=alpha, kind=kind) * s) * quantum
     if budget is None:  # the least memory for at most one extra forward pass
         units = 1.0 if kind == "recompute" else min_memory(length, 2 * length, alpha=alpha, kind=kind)
         default = round(units * s) * quantum

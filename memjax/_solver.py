@@ -230,7 +230,7 @@ class Policy:
     _decide: Decide = dataclasses.field(repr=False, compare=False)  # the policy (memjax._emit)
     optimal: bool = True
     _binomial: bool = dataclasses.field(default=False, repr=False, compare=False)  # decide is HSM's (memjax._emit)
-    # decide depends on a sub-problem's length and budget alone, and never spends its start (memjax._emit)
+    # decide depends on a sub-problem's length and budget alone, and never spends its start (binomial ones do)
     _by_length: bool = dataclasses.field(default=False, repr=False, compare=False)
 
     @property
@@ -272,7 +272,7 @@ def _emit(policy: Policy, runs: bool = True) -> Schedule:
         policy.budget_quanta,
         policy._decide,
         binomial=policy._binomial,
-        by_length=policy._binomial or policy._by_length,
+        by_length=policy._by_length,
         runs=runs,
     )
 
@@ -325,7 +325,7 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
     if kind == "store_all":
         return Policy(kind, t, m, alpha, t, s, i, q, _store_all_decide)
     if kind == "hsm":
-        return Policy(kind, t, m, alpha, hsm_cost(t, q), s, i, q, _hsm_decide, _binomial=True)
+        return Policy(kind, t, m, alpha, hsm_cost(t, q), s, i, q, _hsm_decide, _binomial=True, _by_length=True)
     if kind == "chen":
         segment, cost = _chen_segment(t, q, s, i)
         return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_chen_decide, t, segment))
