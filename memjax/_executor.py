@@ -172,7 +172,12 @@ class Executor:
         self.reverse = reverse
         self.unroll = unroll
         sizes = plan.sizes
-        self.varies, self.stored, self.from_x = sizes.varies, sizes.stored, sizes.from_x
+        self.varies, self.stored, self.from_x, self.from_carry = (
+            sizes.varies,
+            sizes.stored,
+            sizes.from_x,
+            sizes.from_carry,
+        )
         schedule = plan.schedule
         internal = None if plan.kind in ("hsm", "recompute") else schedule.internal_quanta
         self.layout = PoolLayout(sizes.carry_avals, sizes.variant_avals, schedule.hidden_quanta, internal)
@@ -211,10 +216,11 @@ class Executor:
         """What a stored internal state holds: the residual leaves stored per step, then the carry after it."""
         return [leaf for leaf, keep in zip(leaves, self.stored) if keep] + jax.tree_util.tree_leaves(new)
 
-    def _store_internal(self, consts, xs, pools, carry, k, offset):
-        """Run step ``k`` from ``carry`` under ``jax.vjp`` and store its internal state at ``offset``."""
+    def _store_internal(self, consts, xs, pools, carry, k, offset, starts=None):
+        """Run step ``k`` from ``carry`` under ``jax.vjp`` and store its internal state at quantum ``offset`` (or
+        at element ``starts`` of each pool)."""
         new, y, leaves = self._vjp(consts, carry, self._x(xs, k))
-        return new, y, self.layout.internal.store(pools, self._internal_item(leaves, new), offset)
+        return new, y, self.layout.internal.store(pools, self._internal_item(leaves, new), offset, starts)
 
     def _ys_buffer(self, consts, init, xs):
         y_aval = jax.eval_shape(self._step, consts, init, self._x(xs, 1))[1]
@@ -321,19 +327,22 @@ class _Cotangents:
         ]
         return _select(self.carry_wanted, jax.tree_util.tree_leaves(ct_carry)), acc, buffers
 
-    def stored_leaves(self, pools, offset, k):
-        """The residual leaves of step k, from its internal state stored at ``offset``."""
-        stored = iter(self.executor.layout.internal.load(pools, offset)[: self.n_residuals])
+    def stored_leaves(self, pools, offset, k, starts=None):
+        """The residual leaves of step k, from its internal state stored at quantum ``offset`` (or at element
+        ``starts`` of each pool)."""
+        item = self.executor.layout.internal.load(pools, offset, starts)
+        stored, carry = iter(item[: self.n_residuals]), item[self.n_residuals :]
         shared = iter(self.invariant)
         x = jax.tree_util.tree_leaves(self.executor._x(self.xs, k))  # residuals that are x: read back, not stored
+        executor = self.executor
         return [
-            x[j] if j >= 0 else next(stored) if v else next(shared)
-            for v, j in zip(self.executor.varies, self.executor.from_x)
+            x[j] if j >= 0 else (carry[c] if c >= 0 else next(stored)) if v else next(shared)
+            for v, j, c in zip(executor.varies, executor.from_x, executor.from_carry)
         ]
 
-    def back_stored(self, pools, offset, k, state):
-        """Back-propagate step k from its internal state stored at ``offset``."""
-        return self.back(self.stored_leaves(pools, offset, k), k, state)
+    def back_stored(self, pools, offset, k, state, starts=None):
+        """Back-propagate step k from its internal state stored at quantum ``offset`` (or element ``starts``)."""
+        return self.back(self.stored_leaves(pools, offset, k, starts), k, state)
 
     def finish(self, state):
         g, acc, buffers = state

@@ -49,7 +49,8 @@ class StepSizes:
       carry_bytes: one hidden state ``h_k`` (the scan carry).
       carry_avals: shapes and dtypes of the carry's leaves.
       residual_bytes: the residuals of one step's VJP that are stored per step: those that depend on the step's
-        inputs, less those that are the step's ``x`` itself (read back from ``xs``).
+        inputs, less those that are the step's ``x`` itself (read back from ``xs``) or a leaf of the carry it
+        returns (read back from the internal state's own carry, as ``tanh``'s output is).
       invariant_bytes: residuals that depend on neither input (stored once, not per step).
       internal_bytes: one stored internal state: ``residual_bytes + carry_bytes`` (the carry is kept with the
         residuals so that the forward sweep can resume from it).
@@ -57,6 +58,7 @@ class StepSizes:
       residual_avals: shapes and dtypes of all residual leaves, in pullback order.
       varies: for each residual leaf, whether it depends on the step's carry or input.
       from_x: for each residual leaf, the index of the leaf of ``x`` that it is, or ``-1``.
+      from_carry: for each residual leaf, the index of the leaf of the returned carry that it is, or ``-1``.
       vjp_jaxpr: the step's forward pass under ``jax.vjp``, traced once: it maps the leaves of
         ``(consts, carry, x)`` to those of ``(carry, y)`` followed by the residual leaves.
       out_tree: tree structure of ``(carry, y)``.
@@ -70,6 +72,7 @@ class StepSizes:
     residual_avals: tuple = dataclasses.field(repr=False)
     varies: tuple = dataclasses.field(repr=False)
     from_x: tuple = dataclasses.field(repr=False)
+    from_carry: tuple = dataclasses.field(repr=False)
     vjp_jaxpr: Any = dataclasses.field(default=None, repr=False, compare=False)
     out_tree: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -85,8 +88,9 @@ class StepSizes:
 
     @property
     def stored(self) -> tuple:
-        """For each residual leaf, whether it is stored per step (it varies and is not a leaf of ``x``)."""
-        return _stored(self.varies, self.from_x)
+        """For each residual leaf, whether it is stored per step (it varies and is neither a leaf of ``x`` nor
+        one of the returned carry)."""
+        return _stored(self.varies, self.from_x, self.from_carry)
 
     @property
     def variant_avals(self) -> list:
@@ -99,8 +103,8 @@ class StepSizes:
         return self.internal_bytes / max(self.carry_bytes, 1)
 
 
-def _stored(varies, from_x) -> tuple:
-    return tuple(v and j < 0 for v, j in zip(varies, from_x))
+def _stored(varies, from_x, from_carry) -> tuple:
+    return tuple(v and j < 0 and c < 0 for v, j, c in zip(varies, from_x, from_carry))
 
 
 def measure_step(step: Callable, consts, carry, x) -> StepSizes:
@@ -118,10 +122,11 @@ def measure_step(step: Callable, consts, carry, x) -> StepSizes:
     out_tree = jax.tree_util.tree_structure(out)
     leaves, tree = jax.tree_util.tree_flatten(pullback)
     n_args = len(jax.tree_util.tree_leaves((consts, carry)))
-    varies, from_x = _depends_on_inputs(
-        closed.jaxpr, len(jax.tree_util.tree_leaves(consts)), n_args, out_tree.num_leaves
+    n_carry = len(jax.tree_util.tree_leaves(carry))
+    varies, from_x, from_carry = _depends_on_inputs(
+        closed.jaxpr, len(jax.tree_util.tree_leaves(consts)), n_args, n_carry, out_tree.num_leaves
     )
-    per_step = [leaf for leaf, keep in zip(leaves, _stored(varies, from_x)) if keep]
+    per_step = [leaf for leaf, keep in zip(leaves, _stored(varies, from_x, from_carry)) if keep]
     invariant = [leaf for leaf, v in zip(leaves, varies) if not v]
     carry_avals = tuple(jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in jax.tree_util.tree_leaves(carry))
     return StepSizes(
@@ -133,15 +138,17 @@ def measure_step(step: Callable, consts, carry, x) -> StepSizes:
         tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves),
         tuple(varies),
         tuple(from_x),
+        tuple(from_carry),
         closed,
         out_tree,
     )
 
 
-def _depends_on_inputs(jaxpr, n_consts: int, n_args: int, n_out: int) -> tuple[list[bool], list[int]]:
+def _depends_on_inputs(jaxpr, n_consts: int, n_args: int, n_carry: int, n_out: int) -> tuple[list, list, list]:
     """For each residual output of ``jaxpr`` (those after the first ``n_out``): does it depend on the carry or
-    ``x`` (the inputs after the first ``n_consts``), and which leaf of ``x`` (the inputs after the first
-    ``n_args``) is it, if it is one unchanged (``-1`` otherwise)?
+    ``x`` (the inputs after the first ``n_consts``), which leaf of ``x`` (the inputs after the first ``n_args``)
+    is it, if it is one unchanged, and which leaf of the returned carry (the first ``n_carry`` outputs) is it
+    (``-1`` for none)?
 
     A forward dependency analysis; an equation with any dependent input makes all its outputs dependent
     (conservative for equations with sub-jaxprs).
@@ -154,7 +161,13 @@ def _depends_on_inputs(jaxpr, n_consts: int, n_args: int, n_out: int) -> tuple[l
     outvars = jaxpr.outvars[n_out:]
     varies = [not isinstance(v, jex.Literal) and v in dependent for v in outvars]
     from_x = [-1 if isinstance(v, jex.Literal) else x_index.get(v, -1) for v in outvars]
-    return varies, from_x
+    carry_index = {
+        v: j for j, v in reversed(list(enumerate(jaxpr.outvars[:n_carry]))) if not isinstance(v, jex.Literal)
+    }
+    from_carry = [
+        -1 if isinstance(v, jex.Literal) or j >= 0 else carry_index.get(v, -1) for v, j in zip(outvars, from_x)
+    ]
+    return varies, from_x, from_carry
 
 
 # Nominal throughput per backend: (flop/s, byte/s, seconds per executor row). Only ratios matter for choosing.

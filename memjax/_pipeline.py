@@ -97,13 +97,24 @@ class Pipeline:
 
     @property
     def conditionals(self) -> int:
-        """Conditionals evaluated per gradient: one per chunk of the main loop and one for the remainder."""
-        return self.chunks + (self.remainder > 0)
+        """Conditionals evaluated per gradient: none (the extra forwards are iterations of the same loop)."""
+        return 0
 
     @property
     def main_forwards(self) -> int:
-        """Forwards of the main loop (one per iteration)."""
+        """Forwards paired with a backward step (one per iteration of the chunks)."""
         return self.chunks * self.chunk + self.remainder
+
+    @property
+    def paired(self) -> np.ndarray:
+        """Per forward of the stream, whether the next backward step follows it in its iteration: ``False`` for
+        the lead-in and the chunks' extra forwards."""
+        sizes = np.full(len(self.extra), self.chunk, np.int64)
+        if self.remainder:
+            sizes[-1] = self.remainder
+        counts = np.stack([self.extra.astype(np.int64), sizes], axis=1).ravel()  # unpaired, then paired
+        paired = np.repeat(np.tile([False, True], len(sizes)), counts)
+        return np.concatenate([np.zeros(self.lead, bool), paired])
 
 
 def pipeline(schedule: Schedule, chunk: int = CHUNK, stack_quanta: int | None = None) -> Pipeline | None:

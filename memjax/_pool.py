@@ -46,21 +46,18 @@ class PoolLayout:
         """Empty pools for a stack of ``quanta`` quanta."""
         return tuple(jnp.zeros((quanta * n,), dtype) for n, dtype in zip(self.per_quantum, self.dtypes))
 
-    def _carry_start(self, offset, in_internal):
-        """Per dtype, the element where a carry begins: a hidden state's start, or the carry part of an internal
-        state (its last leaves of each dtype, after the residuals), as ``in_internal`` (a traced bool) says."""
+    def carry_starts(self, offsets, in_internal) -> list[np.ndarray]:
+        """Per dtype, the elements where carries begin (numpy, for a loop's tables): a hidden state at quantum
+        ``offsets``, or, where ``in_internal``, the carry part of the internal state there (its last leaves of
+        each dtype, after the residuals)."""
         return [
-            offset * per_quantum + jnp.where(in_internal, internal - hidden, 0)
+            np.asarray(offsets, np.int64) * per_quantum + np.where(in_internal, internal - hidden, 0)
             for per_quantum, (_, hidden), (_, internal) in zip(self.per_quantum, self.hidden.parts, self.internal.parts)
         ]
 
-    def store_carry(self, pools: tuple, leaves, offset, in_internal) -> tuple:
-        """Write a carry as a hidden state at ``offset``, or into the carry part of the internal state there."""
-        return self.hidden.store(pools, leaves, None, self._carry_start(offset, in_internal))
-
-    def load_carry(self, pools: tuple, offset, in_internal) -> list:
-        """Read a carry from a hidden state at ``offset``, or from the carry part of the internal state there."""
-        return self.hidden.load(pools, None, self._carry_start(offset, in_internal))
+    def starts(self, offsets) -> list[np.ndarray]:
+        """Per dtype, the elements where the items at quantum ``offsets`` begin (numpy, for a loop's tables)."""
+        return [np.asarray(offsets, np.int64) * per_quantum for per_quantum in self.per_quantum]
 
 
 class Item:

@@ -1,11 +1,12 @@
 """Tests of pipelined schedules (memjax._pipeline): the tables replayed on tags, independently of the executor.
 
 The replay follows the order in which memjax's Pipelined executor runs the tables (the forward sweep's carry
-writes, its run of internal states and its checkpoints; then the lead-in, the chunks with their optional extra
-forward, each iteration a forward and then a backward read, the remainder and the tail) and writes, for every
-stored item, a tag naming the state into each quantum it covers. A read checks that every quantum it covers still
-holds the state it expects, so a slot reused too early, two items that overlap, a restore from the wrong place or
-a backward step before its internal state was recomputed all fail.
+writes, its run of internal states and its checkpoints; then one iteration per forward of the stream, which
+writes its forward and then reads its paired backward step, or, unpaired (the lead-in, the chunks' extra
+forwards), reads back what it wrote; then the tail) and writes, for every stored item, a tag naming the state
+into each quantum it covers. A read checks that every quantum it covers still holds the state it expects, so a
+slot reused too early, two items that overlap, a restore from the wrong place or a backward step before its
+internal state was recomputed all fail.
 """
 
 from __future__ import annotations
@@ -51,11 +52,7 @@ def replay(pipe, s: int, i: int) -> int:
         write(int(offset), i, ("I", int(c)))
         forwards += 1
 
-    next_forward = 0
-
-    def forward():
-        nonlocal next_forward, forwards
-        j = next_forward
+    def forward(j):
         k, kind, source = int(pipe.forward_step[j]), int(pipe.restore_kind[j]), int(pipe.restore_offset[j])
         if kind in (INIT, LOAD_HIDDEN):
             read(source, s, ("h", k - 1))
@@ -63,27 +60,30 @@ def replay(pipe, s: int, i: int) -> int:
             assert kind in (KEEP, LOAD_INTERNAL)
             read(source, i, ("I", k - 1))
         write(int(pipe.forward_offset[j]), i, ("I", k))
-        next_forward, forwards = j + 1, forwards + 1
 
-    def backward(b):
-        read(int(pipe.backward_offset[b]), i, ("I", t - 1 - b))
-
-    for _ in range(pipe.lead):
-        forward()
-    b = 0
-    sizes = [pipe.chunk] * pipe.chunks + ([pipe.remainder] if pipe.remainder else [])
-    assert len(pipe.extra) == len(sizes)
-    for extra, size in zip(pipe.extra, sizes):
-        if extra:
-            forward()
-        for _ in range(size):
-            forward()  # an iteration writes its forward, then reads its backward step
-            backward(b)
+    # Backward sweep: one iteration per forward of the stream, which writes its forward, then reads its backward
+    # step if paired; an unpaired one back-propagates its own step from what it has just written, and that step's
+    # row of the xs cotangents must be written again later by the step's own backward.
+    b, overwritten = 0, set()
+    paired = pipe.paired
+    assert len(paired) == len(pipe.forward_step) and paired.sum() == pipe.main_forwards
+    for j in range(len(pipe.forward_step)):
+        forward(j)
+        forwards += 1
+        if paired[j]:
+            read(int(pipe.backward_offset[b]), i, ("I", t - 1 - b))
+            overwritten.discard(t - 1 - b)
             b += 1
-    assert next_forward == len(pipe.forward_step), "forwards left after the main loop"
+        else:
+            k = int(pipe.forward_step[j])
+            assert 1 <= k < t - b, f"an unpaired forward of step {k} after its backward"
+            read(int(pipe.forward_offset[j]), i, ("I", k))
+            overwritten.add(k)
     while b < t - 1:
-        backward(b)
+        read(int(pipe.backward_offset[b]), i, ("I", t - 1 - b))
+        overwritten.discard(t - 1 - b)
         b += 1
+    assert not overwritten, f"unpaired forwards' cotangent rows never written again: {sorted(overwritten)}"
     return forwards
 
 
@@ -112,9 +112,9 @@ def test_pipelines_replay(t):
             continue
         pipelined += 1
         assert replay(pipe, schedule.hidden_quanta, schedule.internal_quanta) == pipe.forward_count
-        # The pipeline adds at most one forward per checkpoint to the policy's, and one conditional per chunk.
+        # The pipeline adds at most one forward per checkpoint to the policy's, and no conditional.
         assert policy.cost <= pipe.forward_count <= policy.cost + len(pipe.checkpoint_step)
-        assert pipe.conditionals == -(-(pipe.main_forwards) // pipe.chunk)
+        assert pipe.conditionals == 0
         assert pipe.lead + sum(pipe.extra) + pipe.main_forwards == len(pipe.forward_step)
     assert pipelined > 0
 
