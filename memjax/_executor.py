@@ -6,7 +6,7 @@ backward sweep again (second order) as well as in forward mode:
 
 * :class:`~memjax._pipelined.Pipelined` (the two-forward family: the default budget, Chen, the flat parts of
   MSM): the schedule re-timed by :mod:`memjax._pipeline` into a few loops with uniform bodies, one backward step
-  and one forward per iteration, and one conditional per chunk of iterations.
+  and one forward per iteration, and no conditional.
 * :class:`~memjax._interpreter.Interpreter` (every other schedule): one row per action and step, each row one
   ``lax.cond`` per kind of action.
 

@@ -6,16 +6,19 @@ checkpoint, run its steps storing their internal states (or advancing without st
 Run as one action per row, every step pays a dispatch. Here the same work is re-timed into a pipeline: the
 backward sweep back-propagates one step per iteration and, in the same iteration, recomputes one step of the
 segments still to come (the *forward stream*: the schedule's recomputations in their order; a step the schedule
-advances through is run the same way, its internal state written to a slot that is free again at once). Each
-iteration then has the same shape, so the sweep is a handful of ``lax.scan``s with static trip counts and no
-conditionals inside:
+advances through is run the same way, its internal state written to a slot that is free again at once). The
+stream is timed as:
 
 * *lead-in*: the first ``lead`` forwards, before any step is back-propagated;
-* *main*: ``chunks`` chunks of ``chunk`` iterations, each iteration one backward step and one forward; before
-  each chunk one conditional may add a forward, where the segments ahead grow longer (the lead, the number
+* *main*: ``chunks`` chunks of ``chunk`` iterations, each iteration one forward and one backward step; before
+  each chunk one extra forward may be added, where the segments ahead grow longer (the lead, the number
   of recomputed internal states held, must grow with them);
 * *remainder*: the same for the last, shorter chunk;
 * *tail*: backward steps only, once every forward is done.
+
+The executor runs the lead-in, the chunks and the remainder as one ``lax.scan``, an iteration per forward: a
+forward without a backward step of its own (:attr:`Pipeline.paired`) back-propagates its own step and discards
+the result, so that every iteration has the same shape and no conditional is needed; the tail is a second loop.
 
 The forward sweep is likewise made uniform: one loop of plain steps that writes each step's incoming carry to a
 table-given place (the next checkpoint's slot, overwritten until that checkpoint is reached), one loop of steps
@@ -40,7 +43,7 @@ from memjax._schedule import Op, Schedule
 __all__ = ["Pipeline", "pipeline", "CHUNK"]
 
 MAX_FORWARDS = 1 << 26  # recomputations a pipeline may hold (its tables take 16 bytes each)
-CHUNK = 16  # iterations per conditional of the main loop: conditionals per gradient are about length / CHUNK
+CHUNK = 16  # iterations of the main loop per extra forward it may add
 
 # Restore codes of a forward: keep the register, load a carry from the pools, or take the initial carry.
 KEEP, LOAD_HIDDEN, LOAD_INTERNAL, INIT = 0, 1, 2, 3

@@ -36,23 +36,11 @@ __all__ = [
     "EXECUTORS",
     "plan",
     "check_executor",
-    "prefers_pipeline",
     "pool_quanta",
 ]
 
 SCAN_KINDS = KINDS + ("auto",)
 EXECUTORS = ("auto", "pipelined", "interpreter")
-
-# On a CPU a conditional is cheap while the pipeline moves a few carries more per step: above this carry the
-# interpreter is the faster there (benchmarks/results/dispatch_T10000.md, lstm_T1000_executor.md). On an
-# accelerator every conditional is a dispatch, and the pipeline is always preferred.
-CPU_PIPELINE_MAX_CARRY_BYTES = 8 * 1024
-
-
-def prefers_pipeline(sizes: StepSizes, platform: str) -> bool:
-    """``executor="auto"``: whether to pipeline a step of these sizes on ``platform`` (``jax.default_backend()``)."""
-    return platform != "cpu" or sizes.carry_bytes <= CPU_PIPELINE_MAX_CARRY_BYTES
-
 
 @dataclasses.dataclass(frozen=True)
 class ScanPlan:

@@ -83,7 +83,7 @@ def test_executor_and_its_dispatch(t, memory, kind, executor):
     jaxpr = jax.make_jaxpr(grad, static_argnums=(3, 4))(P, INIT, xs_of(t), memory, kind).jaxpr
     assert count_dispatch(jaxpr) == plan.conditionals
     if executor == "pipelined":
-        assert plan.conditionals <= -(-t // plan.pipeline.chunk) + 1
+        assert plan.conditionals == 0
         assert plan.stored_bytes <= plan.budget_bytes
 
 
@@ -115,32 +115,27 @@ def test_pipelined_second_order_equals_lax_scan():
 
 @pytest.mark.parametrize("memory", [None, "5%"])
 def test_dispatch_of_the_papers_lstm(memory):
-    """LSTM in the paper's setting (256 units, batch 64), T=1000: at most T/10 conditionals per gradient."""
+    """LSTM in the paper's setting (256 units, batch 64), T=1000: no conditional (the issue asked for T/10 at
+    most), on every platform."""
     t, hidden, batch = 1000, 256, 64
     params = {"W": jnp.zeros((hidden, 4 * hidden)), "U": jnp.zeros((hidden, 4 * hidden)), "b": jnp.zeros(4 * hidden)}
     init = lstm_init(batch, hidden)
-    plan = memjax.plan_scan(
-        functools.partial(lstm_step, params), init, jnp.zeros((t, batch, hidden)), memory=memory, executor="pipelined"
-    )
+    plan = memjax.plan_scan(functools.partial(lstm_step, params), init, jnp.zeros((t, batch, hidden)), memory=memory)
     assert plan.executor == "pipelined"
-    assert plan.conditionals <= t // 10
+    assert plan.conditionals == 0
     assert plan.stored_bytes <= plan.budget_bytes
     assert plan.forward_count <= 2 * t
 
 
-def test_auto_executor_follows_the_platform():
-    """``executor="auto"``: on the CPU, the pipeline for small carries only; the interpreter's default budget is
+def test_auto_executor_pipelines_where_it_can():
+    """``executor="auto"``: the pipeline, large carries and the CPU included; the interpreter's default budget is
     the least for two forwards per step, the pipeline's that plus its extra internal states."""
     t, hidden, batch = 200, 256, 64
     params = {"W": jnp.zeros((hidden, 4 * hidden)), "U": jnp.zeros((hidden, 4 * hidden)), "b": jnp.zeros(4 * hidden)}
     big = functools.partial(
         memjax.plan_scan, functools.partial(lstm_step, params), lstm_init(batch, hidden), jnp.zeros((t, batch, hidden))
     )
-    small = plan_of(t, None)
-    if jax.default_backend() == "cpu":
-        assert big().executor == "interpreter" and small.executor == "pipelined"
-    else:
-        assert big().executor == "pipelined"
+    assert big().executor == "pipelined" and plan_of(t, None).executor == "pipelined"
     interpreted, pipelined = big(executor="interpreter"), big(executor="pipelined")
     assert (interpreted.executor, pipelined.executor) == ("interpreter", "pipelined")
     assert interpreted.budget_bytes < pipelined.budget_bytes
@@ -170,3 +165,81 @@ def test_explain_reports_the_executor_and_its_conditionals(capsys):
     )
     assert interpreted.executor == "interpreter"
     assert f"interpreter (one row per action), {interpreted.conditionals} conditionals" in str(interpreted)
+
+
+def _tanh_rnn(params, carry, x):
+    """A carry of two leaves whose second is a residual of its own VJP (tanh's output), and a first that is not."""
+    w, u = params
+    count, h = carry
+    h = jnp.tanh(h @ w + x @ u)
+    return (count + jnp.sum(x), h), jnp.sum(h**2)
+
+
+@pytest.mark.parametrize(
+    "memory, kind, executor",
+    [(None, "msm", "auto"), (0.2, "msm", "interpreter"), (0.2, "ism", "auto"), (0.1, "chen", "auto")],
+)
+def test_a_residual_that_is_the_returned_carry_is_stored_once(memory, kind, executor):
+    """tanh's output is both the new carry and a residual of the step's VJP: an internal state holds it once (the
+    carry's copy), and gradients still equal lax.scan's, pipelined and interpreted."""
+    t, hidden = 60, 5
+    params = (
+        jax.random.normal(KEY, (hidden, hidden)) * 0.5,
+        jax.random.normal(jax.random.fold_in(KEY, 1), (NIN, hidden)),
+    )
+    init = (jnp.zeros(()), jnp.zeros((B, hidden)))
+    xs = xs_of(t)
+    plan = memjax.plan_scan(functools.partial(_tanh_rnn, params), init, xs, memory=memory, kind=kind, executor=executor)
+    assert [c for c in plan.sizes.from_carry if c >= 0] == [1]  # the carry's second leaf, h
+
+    def copied(params, carry, x):  # the same step returning a copy of tanh's output: nothing to share
+        (count, h), y = _tanh_rnn(params, carry, x)
+        return (count, h * 1.0), y
+
+    other = memjax.plan_scan(functools.partial(copied, params), init, xs, memory=memory, kind=kind, executor=executor)
+    assert plan.sizes.residual_bytes == other.sizes.residual_bytes - B * hidden * 4
+
+    def ours(params, init, xs):
+        step = functools.partial(_tanh_rnn, params)
+        carry, ys = memjax.scan(step, init, xs, memory=memory, kind=kind, executor=executor)
+        return carry[1].sum() + carry[0] + ys.sum()
+
+    def theirs(params, init, xs):
+        carry, ys = jax.lax.scan(functools.partial(_tanh_rnn, params), init, xs)
+        return carry[1].sum() + carry[0] + ys.sum()
+
+    if executor == "interpreter" or memory is None:
+        assert plan.executor == {"auto": "pipelined", "interpreter": "interpreter"}[executor]
+    assert_trees_close(
+        jax.grad(ours, argnums=(0, 1, 2))(params, init, xs), jax.grad(theirs, argnums=(0, 1, 2))(params, init, xs)
+    )
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's compilation of small loops")
+def test_a_near_free_step_compiles_its_loops_into_kernels_as_lax_scan_does():
+    """XLA:CPU compiles a loop that accesses under 1 KiB per iteration into one kernel, and runs any other one
+    kernel launch per operation per iteration (about 30x slower for a nearly free step). The default plan's
+    loops, for a carry of 4 floats, are all compiled whole wherever ``lax.scan`` over ``jax.checkpoint(body)``'s
+    are (the pipelined backward sweep is one loop with a small body)."""
+    t, n = 1000, 4
+    w, xs, init = jnp.eye(n) * 0.5, jnp.ones((t, 1, n)), jnp.zeros((1, n))
+
+    def step(w, h, x):
+        h = jnp.tanh(h @ w + x)
+        return h, jnp.sum(h)
+
+    def entry_loops(scan):
+        def loss(w, xs):
+            return jnp.sum(scan(functools.partial(step, w), init, xs)[1])
+
+        hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(w, xs).compile().as_text()
+        entry = hlo[hlo.index("\nENTRY ") :]
+        return hlo.count("xla_cpu_small_call"), entry[: entry.index("\n}")].count(" while(")
+
+    checkpointed = jax.checkpoint(step)
+    hoisted, left = entry_loops(lambda f, i, x: jax.lax.scan(lambda c, x: checkpointed(w, c, x), i, x))
+    if hoisted == 0:
+        pytest.skip("this XLA compiles no loop whole")
+    assert left == 0
+    hoisted, left = entry_loops(memjax.scan)
+    assert hoisted >= 3 and left == 0
