@@ -12,8 +12,8 @@ Methods (the peers are those of ``benchmarks/lstm.py``; for fast weights the sam
 loss): ``jax.lax.scan`` (the reference); ``lax.scan + checkpoint(body)``; ``lax.scan + checkpoint(save
 'gates')`` (LSTM only: the fast-weights model names no gates); Chen's nested remat and ``flax.linen.remat_scan``
 (sqrt(T) x sqrt(T)); equinox's checkpointed scan with sqrt(T) checkpoints (where equinox imports); memjax with
-its default budget (``memory=None``), ``memory="5%"``, ``memory="20%"`` and ``kind="hsm"`` (``memory=None``: the
-least memory for two forwards per step).
+its default budget (``memory=None``), ``memory="5%"``, ``memory="20%"`` and ``kind="hsm"`` (``memory=None``: two
+forwards per step in about the least memory).
 Within a case, ``jax.lax.scan`` and memjax compile first, then the peers.
 
 Each case runs in a fresh subprocess of this script (``--worker CASE``), so that the device's memory high-water

@@ -14,7 +14,8 @@ differentiated with respect to the parameters. Methods:
   along and the loss is accumulated in the carry),
 * ``equinox.internal.scan(kind="checkpointed")`` with sqrt(T), 5% of T and "all" checkpoints,
 * ``memjax.scan`` at 1, 2, 5, 10 and 20% of store-all memory for kinds msm and hsm, with its default budget
-  (the least memory for two forwards per step) and with ``kind="store_all"``.
+  (two forwards per step in about the least memory: ``memjax.planning.two_forward_policy``) and with
+  ``kind="store_all"``.
 
     python benchmarks/lstm.py [--cell lstm|gru] [--T 1000] [--batch 64] [--hidden 256] [--repeats 5]
                               [--png pareto.png] [--quick]

@@ -24,7 +24,7 @@ import numpy as np
 from memjax._budget import Budget, format_bytes
 from memjax._pipeline import Pipeline, pipeline, pipeline_size
 from memjax._schedule import Schedule
-from memjax._solver import KINDS, Policy, _quantize, min_memory, solve
+from memjax._solver import KINDS, Policy, _quantize, min_memory, solve, two_forward_policy
 from memjax._tables import MAX_ROWS, Tables, compile_tables
 
 if TYPE_CHECKING:  # planning takes measured sizes as plain numbers and shapes; it imports no JAX
@@ -41,6 +41,7 @@ __all__ = [
 
 SCAN_KINDS = KINDS + ("auto",)
 EXECUTORS = ("auto", "pipelined", "interpreter")
+
 
 @dataclasses.dataclass(frozen=True)
 class ScanPlan:
@@ -158,7 +159,9 @@ def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None, pipeli
     alpha = sizes.internal_bytes / unit
     store_all = unit + max(length - 1, 0) * sizes.internal_bytes
     if length <= 1 or kind == "store_all":  # nothing to recompute: every state is stored
-        budget_bytes, raised = _fit(budget, store_all, store_all, store_all, kind, length, sizes)
+        budget_bytes, raised = (
+            (store_all, False) if budget is None else _fit(budget, store_all, store_all, kind, length, sizes)
+        )
         return ScanPlan(length, kind, sizes, budget_bytes, None, unit, store_all, raised)
     s, i = (1, None) if kind in ("hsm", "recompute") else _quantize(alpha)
     # One quantum in bytes, as the pools lay states out (at least carry / s and internal / i).
@@ -167,16 +170,18 @@ def plan(length: int, kind: str, sizes: StepSizes, budget: Budget | None, pipeli
     rows = MAX_ROWS - 4 * length  # what the interpreter can run (its rows: forwards plus a few per step)
     runnable = rows if kind != "recompute" and length * (length + 1) // 2 > rows else None  # from ~65,000 steps
     least = round(min_memory(length, runnable, alpha=alpha, kind=kind) * s) * quantum
-    if budget is None:  # the least memory for at most one extra forward pass
-        units = 1.0 if kind == "recompute" else min_memory(length, 2 * length, alpha=alpha, kind=kind)
-        default = round(units * s) * quantum
-    else:
-        default = None
-    budget_bytes, raised = _fit(budget, default, least, store_all, kind, length, sizes)
+    if budget is None:  # about the least memory for at most one extra forward pass, planned without a table
+        if kind == "recompute":
+            policy = _solve(length, s * quantum, quantum, s, alpha, kind)
+        else:
+            policy = two_forward_policy(length, alpha=alpha, kind=kind)
+        budget_bytes, pipe = policy.budget_quanta * quantum, None
+        if pipelined and kind not in ("hsm", "recompute"):
+            pipe, budget_bytes = _pipelined_default(policy, budget_bytes, quantum)
+        return ScanPlan(length, kind, sizes, budget_bytes, policy, quantum, least, False, pipe)
+    budget_bytes, raised = _fit(budget, least, store_all, kind, length, sizes)
     if kind in ("hsm", "recompute") or not pipelined:
         policy, pipe = _solve(length, budget_bytes, quantum, s, alpha, kind), None
-    elif budget is None:
-        policy, pipe, budget_bytes = _pipelined_default(length, budget_bytes, quantum, s, alpha, kind)
     else:
         policy, pipe = _pipelined_within(length, budget_bytes, quantum, s, alpha, kind)
     return ScanPlan(length, kind, sizes, budget_bytes, policy, quantum, least, raised, pipe)
@@ -216,24 +221,19 @@ def _pipelined_within(length, budget_bytes, quantum, s, alpha, kind):
     return policy, None
 
 
-def _pipelined_default(length, budget_bytes, quantum, s, alpha, kind):
-    """``memory=None``: the least memory for at most two forwards per step, plus what the policy's pipeline
-    holds beyond the policy's own peak (a few internal states: see :mod:`memjax._pipeline`); the policy alone,
-    at its least memory, where it does not pipeline within two forwards per step."""
-    policy = _solve(length, budget_bytes, quantum, s, alpha, kind)
+def _pipelined_default(policy: Policy, budget_bytes: int, quantum: int):
+    """``memory=None``: the pipeline of the default budget's policy, and the budget plus what the pipeline holds
+    beyond the policy's own peak (a few internal states: see :mod:`memjax._pipeline`); no pipeline, and the budget
+    as it is, where the schedule does not pipeline within two forwards per step."""
     size = pipeline_size(policy.schedule())
-    if size is None or size[1] > 2 * length:
-        return policy, None, budget_bytes
+    if size is None or size[1] > 2 * policy.length:
+        return None, budget_bytes
     stack = policy.budget_quanta - policy.hidden_quanta
-    return policy, pipeline(policy.schedule(), stack_quanta=size[0]), budget_bytes + max(size[0] - stack, 0) * quantum
+    return pipeline(policy.schedule(), stack_quanta=size[0]), budget_bytes + max(size[0] - stack, 0) * quantum
 
 
-def _fit(
-    budget: Budget | None, default, least: int, store_all: int, kind: str, length: int, sizes: StepSizes
-) -> tuple[int, bool]:
+def _fit(budget: Budget, least: int, store_all: int, kind: str, length: int, sizes: StepSizes) -> tuple[int, bool]:
     """The budget in bytes, and whether a relative budget was raised to the least."""
-    if budget is None:
-        return default, False
     budget_bytes = budget.resolve(store_all)
     if budget_bytes >= least:
         return budget_bytes, False

@@ -101,10 +101,11 @@ def scan(
         ``"64MiB"``, ``"1.5GB"`` or ``"5%"``, or a float in (0, 1], a fraction of what standard BPTT stores
         (``carry + (length - 1) * internal`` bytes). A relative budget below the least memory the policy can
         run with is raised to that least (:func:`memjax.explain` says so); a budget in bytes below it raises.
-        ``None``: the least memory whose schedule needs at most two forward evaluations per step (one extra
-        forward pass). The transient working set (one step's residuals, cotangent accumulators, the ``ys`` and
-        ``xs``-cotangent buffers) is outside the budget; see :func:`memjax.explain`. Under ``jax.vmap`` the
-        budget applies to each mapped element.
+        ``None``: about the least memory whose schedule needs at most two forward evaluations per step (one
+        extra forward pass), planned without a table (:func:`memjax.planning.two_forward_policy`: at most one
+        hidden state above the exact least). The transient working set (one step's residuals, cotangent
+        accumulators, the ``ys`` and ``xs``-cotangent buffers) is outside the budget; see
+        :func:`memjax.explain`. Under ``jax.vmap`` the budget applies to each mapped element.
       kind: the policy: ``"msm"`` (default, optimal over hidden and internal states), ``"hsm"`` (hidden states
         only, i.e. binomial checkpointing), ``"ism"``, ``"chen"``, ``"store_all"`` (runs ``jax.lax.scan``
         itself, over ``jax.checkpoint(f, policy=checkpoint_policy)`` when a policy is given) or ``"recompute"``;

@@ -48,7 +48,7 @@ from memjax._dp_kernels import ColumnSolver
 from memjax._emit import Decide, emit_schedule
 from memjax._schedule import Schedule
 
-__all__ = ["KINDS", "Policy", "check_kind", "solve", "min_memory", "hsm_cost", "ism_cost"]
+__all__ = ["KINDS", "Policy", "check_kind", "solve", "min_memory", "two_forward_policy", "hsm_cost", "ism_cost"]
 
 KINDS = ("msm", "hsm", "ism", "chen", "store_all", "recompute")
 _MAX_QUANTA_PER_UNIT = 8
@@ -359,6 +359,45 @@ def _closed_form_policy(t: int, q: int, s: int, i: int) -> tuple[int, Decide, bo
     return chen, functools.partial(_chen_decide, t, segment), False, False
 
 
+def _bound_width(t: int, max_cost: int, s: int, i: int) -> int:
+    """The least width (quanta) at which the closed-form bound (:func:`_cost_bound`) is at most ``max_cost``. The
+    bound holds at full width (its cost is the floor t there), so the search ends on a width where it holds."""
+    lo, hi = s, _full_quanta(t, s, i, True)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _cost_bound(t, mid, s, i) <= max_cost else (mid + 1, hi)
+    return hi
+
+
+def two_forward_policy(length: int, *, alpha: float = 1.0, kind: str = "msm") -> Policy:
+    """A policy of ``kind`` with at most two forward evaluations per step (``2 * length``), in about the least
+    memory that allows it, found without a table: ``memjax.scan``'s default budget.
+
+    For HSM, ISM, Chen and MSM with internal states smaller than hidden ones, the least memory and the policy are
+    closed forms (:func:`min_memory`, :func:`solve`). For MSM otherwise, the exact least needs a table (0.1-0.5 s
+    at 10^3 steps); this is instead the cheapest closed-form policy (docs/solver.md, fact 5) at the least memory
+    where it makes at most ``2 * length`` forwards: one hidden state above the exact least (fact 17), and
+    ``Policy.optimal`` says whether its cost is the optimum for its own memory.
+    """
+    t, _, alpha = _check_arguments(length, 1.0, alpha, kind)
+    return _two_forward_policy(t, alpha, kind)
+
+
+@cached(maxsize=64)
+def _two_forward_policy(t: int, alpha: float, kind: str) -> Policy:
+    s, i = _quantize(alpha)
+    if kind != "msm" or i < s or t < 2:
+        return _solve(t, min_memory(t, 2 * t, alpha=alpha, kind=kind), alpha, kind)
+    q = _bound_width(t, 2 * t, s, i)
+    slots = (q - s) // i
+    if t <= _two_forward_length(slots):  # the lower bound is reached (fact 4)
+        decide = functools.partial(_two_forward_decide, s, i)
+        return Policy(kind, t, q / s, alpha, max(t, 2 * t - 1 - slots), s, i, q, decide, _by_length=True)
+    cost, decide, binomial, by_length = _closed_form_policy(t, q, s, i)
+    optimal = cost == max(t, 2 * t - 1 - slots)  # the two-forward lower bound (fact 4) is met
+    return Policy(kind, t, q / s, alpha, cost, s, i, q, decide, optimal, _binomial=binomial, _by_length=by_length)
+
+
 def _binomial_decide(s: int, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
     """Binomial checkpointing (HSM) with ``q // s`` hidden states of ``s`` quanta each."""
     return _hsm_decide(a, b, q // s, freeable)
@@ -412,12 +451,8 @@ def min_memory(length: int, max_cost: int | None = None, *, alpha: float = 1.0, 
             lo, hi = (lo, mid) if ism_cost(t, mid) <= max_cost else (mid + 1, hi)
         return float(s + i * lo) / s
     # MSM from here on. The table's cost grows with its width, so solve it only as wide as the answer can be: the
-    # least width at which a known policy (_cost_bound, docs/solver.md fact 5) makes at most max_cost forwards. The
-    # bound holds at full width (its cost is the floor t there), so the search ends on a width where it holds.
-    lo, hi = s, _full_quanta(t, s, i, True)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if _cost_bound(t, mid, s, i) <= max_cost else (mid + 1, hi)
+    # least width at which a known policy (_cost_bound, docs/solver.md fact 5) makes at most max_cost forwards.
+    hi = _bound_width(t, max_cost, s, i)
     if t > EXACT_LENGTH:  # solve() plans these by the same bound (_closed_form_policy)
         return float(hi) / s
     table = _table(t, hi, s, i, hidden=True, internal=True, cap_slack=max_cost + 1 - t)

@@ -129,7 +129,7 @@ def test_dispatch_of_the_papers_lstm(memory):
 
 def test_auto_executor_pipelines_where_it_can():
     """``executor="auto"``: the pipeline, large carries and the CPU included; the interpreter's default budget is
-    the least for two forwards per step, the pipeline's that plus its extra internal states."""
+    the two-forward policy's memory, the pipeline's that plus its extra internal states."""
     t, hidden, batch = 200, 256, 64
     params = {"W": jnp.zeros((hidden, 4 * hidden)), "U": jnp.zeros((hidden, 4 * hidden)), "b": jnp.zeros(4 * hidden)}
     big = functools.partial(

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from memjax import _closed_forms, _solver
 from memjax._caches import clear_caches
-from memjax.planning import KINDS, Op, Policy, Schedule, hsm_cost, min_memory, simulate, solve
+from memjax.planning import KINDS, Op, Policy, Schedule, hsm_cost, min_memory, simulate, solve, two_forward_policy
 
 # alphas of the exhaustive grids: integers, halves and a third (quantised exactly with s = 1, 2, 3)
 ORACLE_ALPHAS = (1.0, 1.5, 2.0, 2.5, 3.0, 7 / 3)
@@ -651,6 +651,25 @@ def test_min_memory_without_max_cost():
         assert min_memory(t, alpha=2.5, kind="store_all") == 1 + (t - 1) * 2.5
         assert 1.0 <= min_memory(t, alpha=2.5, kind="chen") <= 1 + (t - 1) * 2.5
         assert min_memory(t, 2 * t, alpha=2.5, kind="msm") <= min_memory(t, 2 * t, alpha=2.5, kind="chen")
+
+
+@pytest.mark.parametrize("alpha", MIN_MEMORY_ALPHAS + (7.0, 15.0))
+def test_two_forward_policy_is_within_one_hidden_state_of_the_least(alpha):
+    """The default budget's policy (no table): at most 2t forwards, its schedule within its memory, and at most one
+    hidden state above the exact least memory for 2t forwards (docs/solver.md, section 6); equal to it where the
+    policy is closed-form anyway (HSM, ISM, Chen, and MSM with i < s)."""
+    for t in (1, 2, 3, 5, 17, 64, 150, 400):
+        for kind in ("msm", "ism", "hsm", "chen"):
+            policy = two_forward_policy(t, alpha=alpha, kind=kind)
+            assert policy.cost <= 2 * t and policy.kind == kind and policy.length == t
+            least = min_memory(t, 2 * t, alpha=alpha, kind=kind)
+            s, i = policy.hidden_quanta, policy.internal_quanta
+            if kind != "msm" or i < s:
+                assert policy.memory == least and policy == solve(t, least, alpha=alpha, kind=kind)
+            else:
+                assert least <= policy.memory <= least + 1
+            result = simulate(policy.schedule(), policy.budget_quanta)  # raises where it exceeds the budget
+            assert result.forward_count == policy.cost and result.peak_quanta <= policy.budget_quanta
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ model exists. :func:`memjax.scan` plans with these same functions once it has me
 
 * :func:`solve` gives the optimal :class:`Policy` of a kind (:data:`KINDS`) for ``length`` steps within a memory
   in hidden-state units (Gruslys et al., NeurIPS 2016); :func:`min_memory` answers the inverse question, the
-  least memory for a number of forward evaluations; :func:`hsm_cost` is HSM's cost in closed form.
+  least memory for a number of forward evaluations; :func:`two_forward_policy` is ``memjax.scan``'s default
+  (two forwards per step, about the least memory, no table); :func:`hsm_cost` is HSM's cost in closed form.
 * ``Policy.schedule()`` flattens a policy into a :class:`Schedule`, the static list of actions (:class:`Op`)
   that :func:`memjax.scan` executes; :func:`simulate` replays one and checks what it holds, raising
   :class:`ScheduleError` on the first action that breaks a rule.
@@ -36,6 +37,7 @@ from memjax._solver import (
     hsm_cost,
     min_memory,
     solve,
+    two_forward_policy,
 )
 
 __all__ = [
@@ -50,4 +52,5 @@ __all__ = [
     "predict_seconds",
     "simulate",
     "solve",
+    "two_forward_policy",
 ]
