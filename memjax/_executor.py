@@ -5,8 +5,8 @@ Two executors run a schedule, both with loops of static trip counts only, so tha
 backward sweep again (second order) as well as in forward mode:
 
 * :class:`~memjax._pipelined.Pipelined` (the two-forward family: the default budget, Chen, the flat parts of
-  MSM): the schedule re-timed by :mod:`memjax._pipeline` into a few loops with uniform bodies, one backward step
-  and one forward per iteration, and no conditional.
+  MSM): the schedule re-timed by :mod:`memjax._pipeline` into one loop with a uniform body (one forward and one
+  backward step per iteration, no conditional), then a loop of the backward steps left.
 * :class:`~memjax._interpreter.Interpreter` (every other schedule): one row per action and step, each row one
   ``lax.cond`` per kind of action.
 

@@ -37,10 +37,23 @@ __all__ = [
     "plan",
     "check_executor",
     "pool_quanta",
+    "prefers_pipeline",
 ]
 
 SCAN_KINDS = KINDS + ("auto",)
 EXECUTORS = ("auto", "pipelined", "interpreter")
+
+# On a CPU a conditional is cheap while the pipeline reads and writes a carry more per step: above this carry
+# the interpreter is the faster there from about 3,000 steps on (the paper's LSTM, a carry of 128 KiB: 4% faster
+# pipelined at 1,000 steps, 10% slower at 3,000 and 8% at 10,000; benchmarks/results/lstm_T10000_executor.md).
+# A small carry gains the most from the pipeline (30x for a nearly free step: dispatch_T10000.md). On an
+# accelerator every conditional is a dispatch, and the pipeline is always preferred.
+CPU_PIPELINE_MAX_CARRY_BYTES = 8 * 1024
+
+
+def prefers_pipeline(sizes: StepSizes, platform: str) -> bool:
+    """``executor="auto"``: whether to pipeline a step of these sizes on ``platform`` (``jax.default_backend()``)."""
+    return platform != "cpu" or sizes.carry_bytes <= CPU_PIPELINE_MAX_CARRY_BYTES
 
 
 @dataclasses.dataclass(frozen=True)

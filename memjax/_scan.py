@@ -27,7 +27,7 @@ from memjax._interpreter import Interpreter
 from memjax._keys import carry_keys_as_data, data_to_keys
 from memjax._measure import StepSizes, estimate_step_costs, measure_step
 from memjax._pipelined import Pipelined
-from memjax._plan import SCAN_KINDS, ScanPlan, check_executor, plan
+from memjax._plan import SCAN_KINDS, ScanPlan, check_executor, plan, prefers_pipeline
 from memjax._primitive import ScanPrimitive
 from memjax._solver import check_kind
 
@@ -56,7 +56,7 @@ def prepare(f, init, xs, length, memory, kind, checkpoint_policy=None, reverse=F
         f = jax.checkpoint(f, policy=checkpoint_policy)
     step, consts, effects = closure_convert(f, carry, x0)
     sizes = measure_step(lambda p, c, x: step(c, x, *p), consts, carry, x0)
-    pipelined = executor != "interpreter"
+    pipelined = executor == "pipelined" or (executor == "auto" and prefers_pipeline(sizes, jax.default_backend()))
     if kind == "auto":
         return plan_fastest(length, sizes, budget, step, consts, carry, x0, pipelined), step, consts, init, effects
     return plan(length, kind, sizes, budget, pipelined), step, consts, init, effects
@@ -119,8 +119,9 @@ def scan(
       executor: how the backward sweep runs (:func:`memjax.explain` reports it). ``"pipelined"``: the schedule
         re-timed into one loop of uniform bodies, without a conditional, where the schedule allows it (not
         HSM's) and the budget holds the pipeline's few extra internal states; ``"interpreter"``: one row per
-        action, seven conditionals per row. ``"auto"`` (default) and ``"pipelined"`` are the same choice: the
-        pipeline where there is one, else the interpreter (measured faster on a CPU too: see the README).
+        action, seven conditionals per row. ``"auto"`` (default): pipelined on accelerators, where every
+        conditional is a dispatch; on the CPU for carries up to 8 KiB, where dispatch costs more than the
+        pipeline's extra memory traffic (see the README).
 
     Returns:
       ``(carry, ys)``, as ``jax.lax.scan``.

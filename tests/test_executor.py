@@ -116,26 +116,32 @@ def test_pipelined_second_order_equals_lax_scan():
 @pytest.mark.parametrize("memory", [None, "5%"])
 def test_dispatch_of_the_papers_lstm(memory):
     """LSTM in the paper's setting (256 units, batch 64), T=1000: no conditional (the issue asked for T/10 at
-    most), on every platform."""
+    most), pipelined (what ``executor="auto"`` runs on an accelerator)."""
     t, hidden, batch = 1000, 256, 64
     params = {"W": jnp.zeros((hidden, 4 * hidden)), "U": jnp.zeros((hidden, 4 * hidden)), "b": jnp.zeros(4 * hidden)}
     init = lstm_init(batch, hidden)
-    plan = memjax.plan_scan(functools.partial(lstm_step, params), init, jnp.zeros((t, batch, hidden)), memory=memory)
+    plan = memjax.plan_scan(
+        functools.partial(lstm_step, params), init, jnp.zeros((t, batch, hidden)), memory=memory, executor="pipelined"
+    )
     assert plan.executor == "pipelined"
     assert plan.conditionals == 0
     assert plan.stored_bytes <= plan.budget_bytes
     assert plan.forward_count <= 2 * t
 
 
-def test_auto_executor_pipelines_where_it_can():
-    """``executor="auto"``: the pipeline, large carries and the CPU included; the interpreter's default budget is
+def test_auto_executor_follows_the_platform():
+    """``executor="auto"``: on the CPU, the pipeline for small carries only; the interpreter's default budget is
     the two-forward policy's memory, the pipeline's that plus its extra internal states."""
     t, hidden, batch = 200, 256, 64
     params = {"W": jnp.zeros((hidden, 4 * hidden)), "U": jnp.zeros((hidden, 4 * hidden)), "b": jnp.zeros(4 * hidden)}
     big = functools.partial(
         memjax.plan_scan, functools.partial(lstm_step, params), lstm_init(batch, hidden), jnp.zeros((t, batch, hidden))
     )
-    assert big().executor == "pipelined" and plan_of(t, None).executor == "pipelined"
+    small = plan_of(t, None)
+    if jax.default_backend() == "cpu":
+        assert big().executor == "interpreter" and small.executor == "pipelined"
+    else:
+        assert big().executor == "pipelined"
     interpreted, pipelined = big(executor="interpreter"), big(executor="pipelined")
     assert (interpreted.executor, pipelined.executor) == ("interpreter", "pipelined")
     assert interpreted.budget_bytes < pipelined.budget_bytes
