@@ -376,10 +376,28 @@ def two_forward_policy(length: int, *, alpha: float = 1.0, kind: str = "msm") ->
     For HSM, ISM, Chen and MSM with internal states smaller than hidden ones, the least memory and the policy are
     closed forms (:func:`min_memory`, :func:`solve`). For MSM otherwise, the exact least needs a table (0.1-0.5 s
     at 10^3 steps); this is instead the cheapest closed-form policy (docs/solver.md, fact 5) at the least memory
-    where it makes at most ``2 * length`` forwards: one hidden state above the exact least (fact 17), and
-    ``Policy.optimal`` says whether its cost is the optimum for its own memory.
+    where it makes at most ``2 * length`` forwards: at most one hidden state above the exact least on every
+    length and alpha tried (docs/solver.md, section 6). Its ``Policy.optimal`` is True where its cost meets the
+    two-forward lower bound (fact 4), False where the optimum for its memory is not known.
+
+    Args:
+      length: number of steps ``t >= 1``.
+      alpha: size of an internal state over a hidden state's.
+      kind: one of :data:`KINDS` but ``"recompute"``, which makes ``t (t + 1) / 2`` forwards at any memory.
+
+    Returns:
+      A :class:`Policy` with ``cost <= 2 * length`` (cached, as :func:`solve`'s).
+
+    Example::
+
+      policy = memjax.planning.two_forward_policy(1000, alpha=7)
+      policy.memory, policy.cost   # (115.0, 1999): min_memory(1000, 2000, alpha=7) is 114.0, from a table
     """
     t, _, alpha = _check_arguments(length, 1.0, alpha, kind)
+    if kind == "recompute" and t > 2:
+        raise ValueError(
+            f"kind='recompute' makes t (t + 1) / 2 forwards at any memory: no two-forward policy for length={t}."
+        )
     return _two_forward_policy(t, alpha, kind)
 
 

@@ -670,6 +670,8 @@ def test_two_forward_policy_is_within_one_hidden_state_of_the_least(alpha):
                 assert least <= policy.memory <= least + 1
             result = simulate(policy.schedule(), policy.budget_quanta)  # raises where it exceeds the budget
             assert result.forward_count == policy.cost and result.peak_quanta <= policy.budget_quanta
+    with pytest.raises(ValueError, match="kind='recompute' makes"):
+        two_forward_policy(10, alpha=alpha, kind="recompute")
 
 
 # ------------------------------------------------------------------------------------------------------------------
