@@ -298,10 +298,10 @@ def results_table(results: Sequence[Result], reference: str | None = None) -> st
                 _fmt(r.temp_mib, "mib"),
                 _fmt(memory_ratio, ".3f"),
                 _fmt(r.compile_s, ".2f"),
-                _fmt(r.median_s, ".3f"),
-                _fmt(r.min_s, ".3f"),
+                _fmt(r.median_s, ".4g"),  # significant digits: a near-free step's gradient takes under 1 ms
+                _fmt(r.min_s, ".4g"),
                 _fmt(time_ratio, ".2f"),
-                _fmt(r.cpu_s, ".3f"),
+                _fmt(r.cpu_s, ".4g"),
                 _fmt(cpu_ratio, ".2f"),
                 _fmt(r.max_error, ".1e"),
                 note,
