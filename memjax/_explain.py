@@ -67,7 +67,8 @@ class Explanation:
         policy = plan.policy
         kind = plan.kind if policy is None else f"{policy.kind} (cost {policy.cost} forwards)"
         if policy is not None and not policy.optimal:
-            kind += f"; closed form beyond {EXACT_LENGTH:,} steps, the optimum is at least {policy.lower_bound}"
+            why = f"beyond {EXACT_LENGTH:,} steps" if plan.length > EXACT_LENGTH else "for the default budget"
+            kind += f"; closed form {why}, no table: the optimum is at least {policy.lower_bound}"
         rows = [
             ("length", f"{plan.length} steps"),
             ("carry (hidden state)", format_bytes(self.carry_bytes)),

@@ -213,10 +213,11 @@ class Policy:
       alpha: size of an internal state over the size of a hidden state.
       cost: forward step evaluations ``C(t, m)``, the first forward pass included; ``t`` backward steps are
         always made and not counted.
-      optimal: whether ``cost`` is the optimum of ``kind``. It is, except for MSM beyond
+      optimal: whether ``cost`` is known to be the optimum of ``kind``. It is, except for MSM beyond
         ``EXACT_LENGTH`` steps within less memory than the two-forward policy needs, where the exact dynamic
-        program would take minutes: the policy is then the cheapest of the chain, binomial, ISM and Chen policies
-        (docs/solver.md, fact 5), within ``cost / lower_bound`` of the optimum.
+        program would take minutes, and for :func:`two_forward_policy` (the default budget, planned without a
+        table): the policy is then the cheapest of the chain, binomial, ISM and Chen policies (docs/solver.md,
+        fact 5), within ``cost / lower_bound`` of the optimum.
     """
 
     kind: str

@@ -531,6 +531,21 @@ def test_explain_is_consistent_with_the_plan(kind, memory, capsys):
     assert capsys.readouterr().out.strip() == text.strip()
 
 
+def test_explain_says_why_a_policy_is_not_known_optimal():
+    """The default budget's MSM policy comes without a table (memjax.planning.two_forward_policy): the report
+    says so and gives the lower bound, instead of naming the long-sequence rule; an explicit budget's policy is
+    the exact one."""
+    xs = jnp.zeros((300, B, NIN))
+    default = memjax.explain(lstm_f(), INIT, xs, verbose=False)
+    assert not default.plan.policy.optimal
+    assert (
+        f"closed form for the default budget, no table: the optimum is at least {default.plan.policy.lower_bound}"
+        in str(default)
+    )
+    exact = memjax.explain(lstm_f(), INIT, xs, memory=0.2, verbose=False)
+    assert exact.plan.policy.optimal and "closed form" not in str(exact)
+
+
 def test_length_zero_reports_no_negative_bytes():
     f = lambda c, x: (jnp.sin(c) * x, x)  # noqa: E731  (has residuals, so internal > carry)
     init, xs = jnp.zeros(3), jnp.zeros((0, 3))
