@@ -330,6 +330,12 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
     if kind == "chen":
         segment, cost = _chen_segment(t, q, s, i)
         return Policy(kind, t, m, alpha, cost, s, i, q, functools.partial(_chen_decide, t, segment))
+    return _internal_policy(kind, t, m, alpha, s, i, q, exact=t <= EXACT_LENGTH)
+
+
+def _internal_policy(kind: str, t: int, m: float, alpha: float, s: int, i: int, q: int, exact: bool) -> Policy:
+    """MSM's or ISM's policy within ``q`` quanta: a closed form where one is optimal, else the exact table, or,
+    without ``exact``, the cheapest closed-form policy (``optimal=False``)."""
     slots = (q - s) // i
     if t <= _two_forward_length(slots):  # the lower bound is reached: no table needed (docs/solver.md, fact 4)
         decide = functools.partial(_two_forward_decide, s, i)
@@ -337,7 +343,7 @@ def _solve(t: int, m: float, alpha: float, kind: str) -> Policy:
     if kind == "ism" or i < s:  # in closed form (docs/solver.md, fact 16); MSM equals ISM when i < s (fact 2)
         decide = functools.partial(_ism_decide, s, i)
         return Policy(kind, t, m, alpha, ism_cost(t, slots), s, i, q, decide, _by_length=True)
-    if t > EXACT_LENGTH:
+    if not exact:
         cost, decide, binomial, by_length = _closed_form_policy(t, q, s, i)
         return Policy(kind, t, m, alpha, cost, s, i, q, decide, optimal=False, _binomial=binomial, _by_length=by_length)
     table = _exact_table(t, q, s, i)
@@ -408,13 +414,9 @@ def _two_forward_policy(t: int, alpha: float, kind: str) -> Policy:
     if kind != "msm" or i < s or t < 2:
         return _solve(t, min_memory(t, 2 * t, alpha=alpha, kind=kind), alpha, kind)
     q = _bound_width(t, 2 * t, s, i)
-    slots = (q - s) // i
-    if t <= _two_forward_length(slots):  # the lower bound is reached (fact 4)
-        decide = functools.partial(_two_forward_decide, s, i)
-        return Policy(kind, t, q / s, alpha, max(t, 2 * t - 1 - slots), s, i, q, decide, _by_length=True)
-    cost, decide, binomial, by_length = _closed_form_policy(t, q, s, i)
-    optimal = cost == max(t, 2 * t - 1 - slots)  # the two-forward lower bound (fact 4) is met
-    return Policy(kind, t, q / s, alpha, cost, s, i, q, decide, optimal, _binomial=binomial, _by_length=by_length)
+    policy = _internal_policy(kind, t, q / s, alpha, s, i, q, exact=False)
+    # A closed form that meets the two-forward lower bound (fact 4) is optimal.
+    return dataclasses.replace(policy, optimal=policy.optimal or policy.cost == policy.lower_bound)
 
 
 def _binomial_decide(s: int, a: int, b: int, q: int, freeable: bool) -> tuple[int, int]:
